@@ -1,0 +1,202 @@
+//! Every message halab daemons exchange, and the status documents they report.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// A worker's id, assigned by the dispatcher when it answers the worker's discovery broadcast.
+pub type WorkerId = u64;
+
+/// One decoded frame: who sent it and what it says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Frame {
+    /// The sender's id: a worker's assigned id, or 0 for daemons and clients without one.
+    pub sender: u64,
+    pub message: Message,
+}
+
+impl Frame {
+    pub fn new(sender: u64, message: Message) -> Self {
+        Frame { sender, message }
+    }
+}
+
+/// The message types. New variants go at the end: bincode encodes the variant index, and the
+/// header's kind byte must keep meaning the same thing across versions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Message {
+    /// Worker → broadcast: "is someone there". The nonce lets the dispatcher answer a retried
+    /// broadcast with the id it already assigned instead of minting a new one.
+    Discover {
+        nonce: u64,
+    },
+    /// Dispatcher → worker (unicast reply to the discovery datagram): the worker's id and where
+    /// to register.
+    Welcome {
+        nonce: u64,
+        worker_id: WorkerId,
+        dispatcher: SocketAddr,
+    },
+    /// Worker → dispatcher, first frame on the TCP connection; the sender field is the worker id.
+    Register {
+        weight: u32,
+    },
+    /// Dispatcher → worker: registration accepted.
+    Registered {
+        worker_id: WorkerId,
+    },
+    /// Dispatcher → worker: "status check".
+    StatusCheck {
+        worker_id: WorkerId,
+    },
+    /// Worker → dispatcher: answer to a status check, "activated" or "not activated".
+    Status {
+        activated: bool,
+    },
+    /// Dispatcher → worker: "activate".
+    Activate {
+        worker_id: WorkerId,
+    },
+    /// Worker → dispatcher: "worker activated".
+    WorkerActivated,
+    /// Worker → dispatcher: one of the reports an active worker sends; `activated: false` means
+    /// this report is the last and the worker has deactivated.
+    Report {
+        activated: bool,
+    },
+    /// Worker → dispatcher while idle: still alive.
+    Heartbeat,
+    /// Worker → dispatcher: shutting down on purpose, forget me now.
+    Leaving,
+    /// Anyone → daemon: report your state (the `status` and `healthcheck` subcommands).
+    StatusRequest,
+    DispatcherStatus(DispatcherStatus),
+    WorkerStatus(WorkerProcessStatus),
+    /// Daemon → peer: your request was refused, and why (the connection is closed after it).
+    Rejected {
+        reason: String,
+    },
+}
+
+/// The header's kind byte for each [`Message`] variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum MessageKind {
+    Discover = 1,
+    Welcome = 2,
+    Register = 3,
+    Registered = 4,
+    StatusCheck = 5,
+    Status = 6,
+    Activate = 7,
+    WorkerActivated = 8,
+    Report = 9,
+    Heartbeat = 10,
+    Leaving = 11,
+    StatusRequest = 12,
+    DispatcherStatus = 13,
+    WorkerStatus = 14,
+    Rejected = 15,
+}
+
+impl MessageKind {
+    pub const ALL: [MessageKind; 15] = [
+        MessageKind::Discover,
+        MessageKind::Welcome,
+        MessageKind::Register,
+        MessageKind::Registered,
+        MessageKind::StatusCheck,
+        MessageKind::Status,
+        MessageKind::Activate,
+        MessageKind::WorkerActivated,
+        MessageKind::Report,
+        MessageKind::Heartbeat,
+        MessageKind::Leaving,
+        MessageKind::StatusRequest,
+        MessageKind::DispatcherStatus,
+        MessageKind::WorkerStatus,
+        MessageKind::Rejected,
+    ];
+
+    pub fn from_u8(byte: u8) -> Option<MessageKind> {
+        MessageKind::ALL.into_iter().find(|k| *k as u8 == byte)
+    }
+}
+
+impl Message {
+    pub fn kind(&self) -> MessageKind {
+        match self {
+            Message::Discover { .. } => MessageKind::Discover,
+            Message::Welcome { .. } => MessageKind::Welcome,
+            Message::Register { .. } => MessageKind::Register,
+            Message::Registered { .. } => MessageKind::Registered,
+            Message::StatusCheck { .. } => MessageKind::StatusCheck,
+            Message::Status { .. } => MessageKind::Status,
+            Message::Activate { .. } => MessageKind::Activate,
+            Message::WorkerActivated => MessageKind::WorkerActivated,
+            Message::Report { .. } => MessageKind::Report,
+            Message::Heartbeat => MessageKind::Heartbeat,
+            Message::Leaving => MessageKind::Leaving,
+            Message::StatusRequest => MessageKind::StatusRequest,
+            Message::DispatcherStatus(_) => MessageKind::DispatcherStatus,
+            Message::WorkerStatus(_) => MessageKind::WorkerStatus,
+            Message::Rejected { .. } => MessageKind::Rejected,
+        }
+    }
+}
+
+/// `dispatcher status --json`: the dispatcher's table and how fair its activations have been.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DispatcherStatus {
+    pub workers: Vec<WorkerRow>,
+    /// Largest |activations − weighted share| over live workers.
+    pub fairness_gap: f64,
+    /// The gap the scheduler guarantees for the current fleet and settings.
+    pub fairness_bound: f64,
+    pub total_activations: u64,
+    pub active: u32,
+    pub max_active: u32,
+    pub uptime_ms: u64,
+    /// Frames dropped because their auth tag was missing or wrong.
+    pub auth_failures: u64,
+    /// Frames and datagrams dropped because they did not decode.
+    pub bad_frames: u64,
+}
+
+/// One row of the dispatcher's table (seed 000's columns).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerRow {
+    pub id: WorkerId,
+    pub addr: String,
+    pub weight: u32,
+    pub activations: u64,
+    pub active: bool,
+    pub available: bool,
+    pub answers_since_activation: u32,
+    /// Milliseconds since the last report, or -1 when there has been none since deactivation.
+    pub last_comm_ms_ago: i64,
+    /// Milliseconds since any frame at all (heartbeats included): what removal is judged by.
+    pub last_heard_ms_ago: u64,
+    /// The worker's weighted share of the activations made while it was registered.
+    pub share: f64,
+}
+
+/// `worker status --json`: the workers one worker process runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerProcessStatus {
+    pub workers: Vec<WorkerTaskStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerTaskStatus {
+    /// Position of this worker within its process (0..count).
+    pub index: u32,
+    /// The id the dispatcher assigned, once registered.
+    pub id: Option<WorkerId>,
+    pub weight: u32,
+    /// discovering | registered | active | terminated
+    pub state: String,
+    pub dispatcher: Option<String>,
+    pub activations: u64,
+    pub registrations: u64,
+}

@@ -1,0 +1,294 @@
+//! The codec's promises: every frame round-trips, no input makes it panic, oversized frames are
+//! refused from their length prefix alone, and a wrong or missing key is rejected.
+
+use bytes::{BufMut, BytesMut};
+use proptest::prelude::*;
+use proto::{
+    ClusterKey, DispatcherStatus, Frame, FrameCodec, HEADER_LEN, Message, MessageKind, ProtoError,
+    WorkerProcessStatus, WorkerRow, WorkerTaskStatus,
+};
+use tokio_util::codec::{Decoder, Encoder};
+
+fn arb_row() -> impl Strategy<Value = WorkerRow> {
+    (
+        any::<u64>(),
+        ".{0,30}",
+        any::<u32>(),
+        any::<u64>(),
+        any::<bool>(),
+        any::<bool>(),
+        any::<u32>(),
+        any::<i64>(),
+        any::<u64>(),
+        -1e9f64..1e9,
+    )
+        .prop_map(
+            |(id, addr, weight, activations, active, available, answers, lc, lh, share)| {
+                WorkerRow {
+                    id,
+                    addr,
+                    weight,
+                    activations,
+                    active,
+                    available,
+                    answers_since_activation: answers,
+                    last_comm_ms_ago: lc,
+                    last_heard_ms_ago: lh,
+                    share,
+                }
+            },
+        )
+}
+
+fn arb_task() -> impl Strategy<Value = WorkerTaskStatus> {
+    (
+        any::<u32>(),
+        any::<Option<u64>>(),
+        any::<u32>(),
+        "[a-z]{0,12}",
+        any::<Option<String>>(),
+        any::<u64>(),
+        any::<u64>(),
+    )
+        .prop_map(
+            |(index, id, weight, state, dispatcher, activations, registrations)| WorkerTaskStatus {
+                index,
+                id,
+                weight,
+                state,
+                dispatcher,
+                activations,
+                registrations,
+            },
+        )
+}
+
+fn arb_message() -> impl Strategy<Value = Message> {
+    prop_oneof![
+        any::<u64>().prop_map(|nonce| Message::Discover { nonce }),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<std::net::SocketAddrV4>().prop_map(std::net::SocketAddr::V4)
+        )
+            .prop_map(|(nonce, worker_id, dispatcher)| Message::Welcome {
+                nonce,
+                worker_id,
+                dispatcher
+            }),
+        any::<u32>().prop_map(|weight| Message::Register { weight }),
+        any::<u64>().prop_map(|worker_id| Message::Registered { worker_id }),
+        any::<u64>().prop_map(|worker_id| Message::StatusCheck { worker_id }),
+        any::<bool>().prop_map(|activated| Message::Status { activated }),
+        any::<u64>().prop_map(|worker_id| Message::Activate { worker_id }),
+        Just(Message::WorkerActivated),
+        any::<bool>().prop_map(|activated| Message::Report { activated }),
+        Just(Message::Heartbeat),
+        Just(Message::Leaving),
+        Just(Message::StatusRequest),
+        (
+            prop::collection::vec(arb_row(), 0..8),
+            -1e6f64..1e6,
+            any::<u64>(),
+            any::<u32>()
+        )
+            .prop_map(|(workers, gap, total, active)| Message::DispatcherStatus(
+                DispatcherStatus {
+                    workers,
+                    fairness_gap: gap,
+                    fairness_bound: gap.abs() + 1.0,
+                    total_activations: total,
+                    active,
+                    max_active: 5,
+                    uptime_ms: total,
+                    auth_failures: 3,
+                    bad_frames: 4,
+                }
+            )),
+        prop::collection::vec(arb_task(), 0..8)
+            .prop_map(|workers| Message::WorkerStatus(WorkerProcessStatus { workers })),
+        ".{0,100}".prop_map(|reason| Message::Rejected { reason }),
+    ]
+}
+
+fn codecs() -> [FrameCodec; 2] {
+    [
+        FrameCodec::default(),
+        FrameCodec::new(1 << 20, Some(ClusterKey::new("s3cret"))),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn every_frame_round_trips_through_tcp_framing(sender in any::<u64>(), message in arb_message()) {
+        for mut codec in codecs() {
+            let frame = Frame::new(sender, message.clone());
+            let mut buf = BytesMut::new();
+            codec.encode(&frame, &mut buf).unwrap();
+            prop_assert_eq!(codec.decode(&mut buf).unwrap(), Some(frame));
+            prop_assert!(buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn every_frame_round_trips_as_a_datagram(sender in any::<u64>(), message in arb_message()) {
+        for codec in codecs() {
+            let frame = Frame::new(sender, message.clone());
+            let datagram = codec.encode_datagram(&frame).unwrap();
+            prop_assert_eq!(codec.decode_datagram(&datagram).unwrap(), frame);
+        }
+    }
+
+    #[test]
+    fn frames_split_anywhere_reassemble(message in arb_message(), split in 0usize..200) {
+        let mut codec = FrameCodec::default();
+        let frame = Frame::new(7, message);
+        let mut whole = BytesMut::new();
+        codec.encode(&frame, &mut whole).unwrap();
+        let split = split.min(whole.len());
+        let mut buf = BytesMut::from(&whole[..split]);
+        let first = codec.decode(&mut buf).unwrap();
+        if split < whole.len() {
+            prop_assert_eq!(first, None);
+            buf.extend_from_slice(&whole[split..]);
+            prop_assert_eq!(codec.decode(&mut buf).unwrap(), Some(frame));
+        } else {
+            prop_assert_eq!(first, Some(frame));
+        }
+    }
+
+    #[test]
+    fn any_bytes_into_the_decoders_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        for mut codec in codecs() {
+            let _ = codec.decode_datagram(&bytes);
+            let mut buf = BytesMut::from(&bytes[..]);
+            // Keep decoding until the decoder wants more input or errors: neither may panic.
+            while let Ok(Some(_)) = codec.decode(&mut buf) {}
+        }
+    }
+
+    #[test]
+    fn any_payload_behind_a_valid_header_never_panics(kind in any::<u8>(), payload in prop::collection::vec(any::<u8>(), 0..256)) {
+        let mut buf = BytesMut::new();
+        buf.put_u32((HEADER_LEN + payload.len()) as u32);
+        buf.put_slice(b"HL");
+        buf.put_u8(1);
+        buf.put_u8(kind);
+        buf.put_u8(0);
+        buf.put_u64(9);
+        buf.put_slice(&payload);
+        let _ = FrameCodec::default().decode(&mut buf);
+    }
+
+    #[test]
+    fn flipping_any_bit_of_a_keyed_frame_is_detected(message in arb_message(), bit in any::<prop::sample::Index>()) {
+        let codec = FrameCodec::new(1 << 20, Some(ClusterKey::new("k")));
+        let mut datagram = codec.encode_datagram(&Frame::new(1, message)).unwrap().to_vec();
+        // Flip a bit after the length prefix: header, tag or payload.
+        let index = 4 * 8 + bit.index((datagram.len() - 4) * 8);
+        datagram[index / 8] ^= 1 << (index % 8);
+        prop_assert!(codec.decode_datagram(&datagram).is_err());
+    }
+}
+
+#[test]
+fn an_oversized_length_prefix_is_refused_before_any_body_arrives() {
+    let mut codec = FrameCodec::new(1024, None);
+    let mut buf = BytesMut::new();
+    buf.put_u32(u32::MAX);
+    let capacity_before = buf.capacity();
+    match codec.decode(&mut buf) {
+        Err(ProtoError::FrameTooLarge { len, max }) => {
+            assert_eq!(len, u32::MAX as usize);
+            assert_eq!(max, 1024);
+        }
+        other => panic!("expected FrameTooLarge, got {other:?}"),
+    }
+    assert_eq!(
+        buf.capacity(),
+        capacity_before,
+        "decoder reserved memory for a refused frame"
+    );
+}
+
+#[test]
+fn encoding_a_frame_above_the_limit_fails_cleanly() {
+    let codec = FrameCodec::new(64, None);
+    let frame = Frame::new(
+        0,
+        Message::Rejected {
+            reason: "x".repeat(100),
+        },
+    );
+    assert!(matches!(
+        codec.encode_datagram(&frame),
+        Err(ProtoError::FrameTooLarge { .. })
+    ));
+}
+
+#[test]
+fn wrong_key_and_missing_tag_are_rejected_as_auth_failures() {
+    let frame = Frame::new(3, Message::Register { weight: 5 });
+    let alice = FrameCodec::new(1 << 20, Some(ClusterKey::new("alice")));
+    let mallory = FrameCodec::new(1 << 20, Some(ClusterKey::new("mallory")));
+    let plain = FrameCodec::default();
+
+    let signed_by_mallory = mallory.encode_datagram(&frame).unwrap();
+    let err = alice.decode_datagram(&signed_by_mallory).unwrap_err();
+    assert!(matches!(err, ProtoError::BadAuthTag) && err.is_auth_failure());
+
+    let unsigned = plain.encode_datagram(&frame).unwrap();
+    let err = alice.decode_datagram(&unsigned).unwrap_err();
+    assert!(matches!(err, ProtoError::MissingAuthTag) && err.is_auth_failure());
+
+    // A daemon without a key still understands keyed peers (it just cannot check them).
+    assert_eq!(plain.decode_datagram(&signed_by_mallory).unwrap(), frame);
+}
+
+#[test]
+fn bad_magic_version_and_kind_give_typed_errors() {
+    let codec = FrameCodec::default();
+    let good = codec
+        .encode_datagram(&Frame::new(1, Message::Heartbeat))
+        .unwrap()
+        .to_vec();
+
+    let mut bad_magic = good.clone();
+    bad_magic[4] = b'X';
+    assert!(matches!(
+        codec.decode_datagram(&bad_magic),
+        Err(ProtoError::BadMagic(_))
+    ));
+
+    let mut bad_version = good.clone();
+    bad_version[6] = 99;
+    assert!(matches!(
+        codec.decode_datagram(&bad_version),
+        Err(ProtoError::UnsupportedVersion(99))
+    ));
+
+    let mut unknown_kind = good.clone();
+    unknown_kind[7] = 200;
+    assert!(matches!(
+        codec.decode_datagram(&unknown_kind),
+        Err(ProtoError::UnknownKind(200))
+    ));
+
+    let mut wrong_kind = good.clone();
+    wrong_kind[7] = MessageKind::Leaving as u8;
+    assert!(matches!(
+        codec.decode_datagram(&wrong_kind),
+        Err(ProtoError::KindMismatch { .. })
+    ));
+
+    let truncated = &good[..good.len() - 1];
+    assert!(codec.decode_datagram(truncated).is_err());
+}
+
+#[test]
+fn every_kind_byte_maps_back_to_its_kind() {
+    for kind in MessageKind::ALL {
+        assert_eq!(MessageKind::from_u8(kind as u8), Some(kind));
+    }
+    assert_eq!(MessageKind::from_u8(0), None);
+}
