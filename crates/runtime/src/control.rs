@@ -1,0 +1,94 @@
+//! The status endpoint: a daemon answers `StatusRequest` with its status document, and the
+//! `status` / `healthcheck` subcommands ask for it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use proto::{Connection, FrameCodec, Message};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Asks the daemon at `addr` for its status.
+pub async fn query_status(
+    addr: SocketAddr,
+    codec: FrameCodec,
+    timeout: Duration,
+) -> anyhow::Result<Message> {
+    let exchange = async {
+        let mut conn = Connection::connect(addr, codec)
+            .await
+            .with_context(|| format!("cannot connect to {addr}"))?;
+        conn.send(0, Message::StatusRequest).await?;
+        match conn.read_frame().await? {
+            Some(frame) => match frame.message {
+                Message::Rejected { reason } => {
+                    bail!("{addr} refused the status request: {reason}")
+                }
+                message => Ok(message),
+            },
+            None => bail!("{addr} closed the connection without answering"),
+        }
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .with_context(|| format!("{addr} did not answer within {timeout:?}"))?
+}
+
+/// Prints a status document: pretty JSON with `--json`, else the daemon's own table.
+pub fn print_status<T: serde::Serialize>(
+    status: &T,
+    json: bool,
+    table: impl FnOnce(&T) -> String,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(status)?);
+    } else {
+        print!("{}", table(status));
+    }
+    Ok(())
+}
+
+/// Serves status requests on `listener` until shutdown; `status` builds the answer. For daemons
+/// (like the worker) that have no listening port of their own.
+pub async fn serve_status(
+    listener: TcpListener,
+    codec: FrameCodec,
+    shutdown: CancellationToken,
+    status: impl Fn() -> Message + Clone + Send + 'static,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "status listener accept failed");
+                continue;
+            }
+        };
+        let codec = codec.clone();
+        let status = status.clone();
+        tokio::spawn(async move {
+            let Ok(mut conn) = Connection::new(stream, codec) else {
+                return;
+            };
+            match conn.read_frame().await {
+                Ok(Some(frame)) if frame.message == Message::StatusRequest => {
+                    let _ = conn.send(0, status()).await;
+                }
+                Ok(Some(frame)) => {
+                    tracing::debug!(%peer, kind = ?frame.message.kind(), "unexpected frame on the status port");
+                    let reason = "this port only answers status requests".to_string();
+                    let _ = conn.send(0, Message::Rejected { reason }).await;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "dropping bad frame on the status port")
+                }
+            }
+        });
+    }
+}
