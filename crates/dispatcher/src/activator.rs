@@ -1,0 +1,110 @@
+//! The two clocks of the dispatcher: every activation interval, activate the best due worker
+//! while fewer than `max_active` are active; and remove workers that have gone silent.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::shared::{Command, Shared};
+
+pub async fn activate_periodically(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(shared.config.activation_interval());
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => activate_one(&shared).await,
+        }
+    }
+}
+
+/// One round: walk the due candidates best first; "status check" each, and activate the first
+/// that says "not activated". A worker that says "activated" or does not answer in time is
+/// passed over for the next best one.
+async fn activate_one(shared: &Shared) {
+    let candidates: Vec<(u64, mpsc::Sender<Command>)> = {
+        let state = shared.state();
+        let active = state.registry.active_count();
+        if active >= shared.config.max_active as usize {
+            tracing::debug!(active, "activation round skipped: enough workers active");
+            return;
+        }
+        state
+            .registry
+            .candidates()
+            .into_iter()
+            .filter_map(|id| state.sessions.get(&id).map(|tx| (id, tx.clone())))
+            .collect()
+    };
+    if candidates.is_empty() {
+        tracing::debug!("activation round skipped: no available worker is due its share yet");
+        return;
+    }
+    let timeout = shared.config.reply_timeout();
+    for (id, session) in candidates {
+        let (reply, answer) = oneshot::channel();
+        if session.send(Command::StatusCheck(reply)).await.is_err() {
+            continue;
+        }
+        match ask(answer, timeout).await {
+            Some(false) => {}
+            Some(true) => {
+                tracing::info!(
+                    worker = id,
+                    "worker {id} says it is already activated; trying the next best candidate"
+                );
+                continue;
+            }
+            None => {
+                tracing::warn!(
+                    worker = id,
+                    "worker {id} did not answer the status check in {timeout:?}; trying the next best candidate"
+                );
+                continue;
+            }
+        }
+        let (reply, answer) = oneshot::channel();
+        if session.send(Command::Activate(reply)).await.is_err() {
+            continue;
+        }
+        if ask(answer, timeout).await.is_some() {
+            // The session marked it active when "worker activated" arrived.
+            return;
+        }
+        tracing::warn!(
+            worker = id,
+            "worker {id} did not confirm activation in {timeout:?}; trying the next best candidate"
+        );
+    }
+    tracing::info!(
+        "activation round ended with no worker activated: every due candidate was busy or silent"
+    );
+}
+
+async fn ask<T>(answer: oneshot::Receiver<T>, timeout: Duration) -> Option<T> {
+    tokio::time::timeout(timeout, answer).await.ok()?.ok()
+}
+
+/// Removes workers silent for longer than the silence timeout. Checks several times per
+/// timeout so removal happens within a small fraction of it after the deadline.
+pub async fn remove_silent_workers(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let timeout = shared.config.silence_timeout();
+    let mut tick = tokio::time::interval((timeout / 20).max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let silent = shared.state().registry.silent(Instant::now(), timeout);
+        for (id, silent_for) in silent {
+            shared.remove_worker(
+                id,
+                &format!("no communication for {} ms", silent_for.as_millis()),
+            );
+        }
+    }
+}

@@ -1,0 +1,401 @@
+//! The dispatcher's table (seed 000): every registered worker with its weight, activations,
+//! last communication, answers since activation, availability — plus id assignment. Plain data
+//! and pure transitions: the caller passes `now`, nothing here touches a socket or a clock.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use proto::{DispatcherStatus, WorkerId, WorkerRow};
+use tokio::time::Instant;
+
+use crate::scheduler::{Scheduler, fairness_bound};
+
+/// How long an id handed out in a discovery answer waits for its TCP registration.
+const PENDING_ID_TTL: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerRecord {
+    pub addr: SocketAddr,
+    pub weight: u32,
+    pub activations: u64,
+    /// The seed's "time of last communication": the last report since activation, `None`
+    /// (printed as -1) after a deactivation.
+    pub last_comm: Option<Instant>,
+    /// Any frame at all, heartbeats included: what removal after silence is judged by.
+    pub last_heard: Instant,
+    pub answers_since_activation: u32,
+    pub active: bool,
+    pub activated_at: Option<Instant>,
+}
+
+impl WorkerRecord {
+    pub fn available(&self) -> bool {
+        !self.active
+    }
+}
+
+/// What a report did to the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportOutcome {
+    /// The worker stays active; answers since activation so far.
+    StillActive {
+        answers: u32,
+    },
+    /// That was the last report: the worker is available again.
+    Deactivated {
+        answers: u32,
+        active_for: Duration,
+    },
+    /// A report from a worker we do not consider active: ignored.
+    NotActive,
+    UnknownWorker,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegisterError {
+    /// The id was never handed out, expired, or is already registered.
+    UnknownId(WorkerId),
+}
+
+impl std::fmt::Display for RegisterError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RegisterError::UnknownId(id) => write!(
+                f,
+                "id {id} was not handed out by this dispatcher (or is taken): discover again"
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Registry {
+    workers: BTreeMap<WorkerId, WorkerRecord>,
+    scheduler: Scheduler,
+    next_id: WorkerId,
+    /// (discovery source, nonce) → id handed out, so a retried broadcast gets the same id.
+    pending: HashMap<(SocketAddr, u64), (WorkerId, Instant)>,
+    longest_activation: Duration,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Registry::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.workers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.workers.is_empty()
+    }
+
+    pub fn get(&self, id: WorkerId) -> Option<&WorkerRecord> {
+        self.workers.get(&id)
+    }
+
+    pub fn active_count(&self) -> usize {
+        self.workers.values().filter(|w| w.active).count()
+    }
+
+    /// Answers a discovery broadcast with an id; the same (source, nonce) gets the same id.
+    pub fn assign_id(&mut self, from: SocketAddr, nonce: u64, now: Instant) -> WorkerId {
+        self.pending
+            .retain(|_, (_, issued)| now.duration_since(*issued) < PENDING_ID_TTL);
+        if let Some((id, _)) = self.pending.get(&(from, nonce)) {
+            return *id;
+        }
+        self.next_id += 1;
+        let id = self.next_id;
+        self.pending.insert((from, nonce), (id, now));
+        id
+    }
+
+    pub fn register(
+        &mut self,
+        id: WorkerId,
+        addr: SocketAddr,
+        weight: u32,
+        now: Instant,
+    ) -> Result<(), RegisterError> {
+        let key = self
+            .pending
+            .iter()
+            .find(|(_, (pending_id, _))| *pending_id == id)
+            .map(|(key, _)| *key)
+            .ok_or(RegisterError::UnknownId(id))?;
+        self.pending.remove(&key);
+        let weight = weight.max(1);
+        self.workers.insert(
+            id,
+            WorkerRecord {
+                addr,
+                weight,
+                activations: 0,
+                last_comm: None,
+                last_heard: now,
+                answers_since_activation: 0,
+                active: false,
+                activated_at: None,
+            },
+        );
+        self.scheduler.join(id, weight);
+        Ok(())
+    }
+
+    pub fn heard(&mut self, id: WorkerId, now: Instant) {
+        if let Some(w) = self.workers.get_mut(&id) {
+            w.last_heard = now;
+        }
+    }
+
+    /// The due, available workers for the next activation, best first.
+    pub fn candidates(&self) -> Vec<WorkerId> {
+        self.scheduler
+            .candidates(|id| self.workers.get(&id).is_some_and(WorkerRecord::available))
+    }
+
+    /// "worker activated": the worker is active and unavailable until its last report.
+    pub fn mark_active(&mut self, id: WorkerId, now: Instant) -> bool {
+        let Some(w) = self.workers.get_mut(&id) else {
+            return false;
+        };
+        if w.active {
+            return false;
+        }
+        w.active = true;
+        w.activations += 1;
+        w.answers_since_activation = 0;
+        w.last_comm = Some(now);
+        w.last_heard = now;
+        w.activated_at = Some(now);
+        self.scheduler.record_activation(id);
+        true
+    }
+
+    pub fn report(&mut self, id: WorkerId, activated: bool, now: Instant) -> ReportOutcome {
+        let Some(w) = self.workers.get_mut(&id) else {
+            return ReportOutcome::UnknownWorker;
+        };
+        w.last_heard = now;
+        if !w.active {
+            return ReportOutcome::NotActive;
+        }
+        w.answers_since_activation += 1;
+        w.last_comm = Some(now);
+        let answers = w.answers_since_activation;
+        if activated {
+            return ReportOutcome::StillActive { answers };
+        }
+        let active_for = w
+            .activated_at
+            .map_or(Duration::ZERO, |at| now.duration_since(at));
+        w.active = false;
+        w.answers_since_activation = 0;
+        w.last_comm = None;
+        w.activated_at = None;
+        self.longest_activation = self.longest_activation.max(active_for);
+        ReportOutcome::Deactivated {
+            answers,
+            active_for,
+        }
+    }
+
+    pub fn remove(&mut self, id: WorkerId) -> Option<WorkerRecord> {
+        let record = self.workers.remove(&id)?;
+        self.scheduler.leave(id);
+        Some(record)
+    }
+
+    /// Workers silent for longer than `timeout`, with how long each has been silent.
+    pub fn silent(&self, now: Instant, timeout: Duration) -> Vec<(WorkerId, Duration)> {
+        self.workers
+            .iter()
+            .map(|(id, w)| (*id, now.duration_since(w.last_heard)))
+            .filter(|(_, silent)| *silent > timeout)
+            .collect()
+    }
+
+    pub fn fairness_gap(&self) -> f64 {
+        self.scheduler.gap()
+    }
+
+    /// The gap the scheduler guarantees for this fleet: the longest activation seen so far
+    /// (at least `expected_activation`) tells how many picks a busy worker can miss.
+    pub fn fairness_bound(
+        &self,
+        activation_interval: Duration,
+        expected_activation: Duration,
+        max_active: u32,
+    ) -> f64 {
+        let longest = self.longest_activation.max(expected_activation);
+        let busy_picks = longest
+            .as_millis()
+            .div_ceil(activation_interval.as_millis().max(1));
+        fairness_bound(
+            self.workers.len(),
+            self.scheduler.max_share(),
+            busy_picks as u64,
+            max_active as u64,
+        )
+    }
+
+    pub fn status(&self, now: Instant, bound: f64, max_active: u32) -> DispatcherStatus {
+        let workers: Vec<WorkerRow> = self
+            .workers
+            .iter()
+            .map(|(id, w)| WorkerRow {
+                id: *id,
+                addr: w.addr.to_string(),
+                weight: w.weight,
+                activations: w.activations,
+                active: w.active,
+                available: w.available(),
+                answers_since_activation: w.answers_since_activation,
+                last_comm_ms_ago: w
+                    .last_comm
+                    .map_or(-1, |at| now.duration_since(at).as_millis() as i64),
+                last_heard_ms_ago: now.duration_since(w.last_heard).as_millis() as u64,
+                share: self.scheduler.share(*id).unwrap_or(0.0),
+            })
+            .collect();
+        DispatcherStatus {
+            total_activations: workers.iter().map(|w| w.activations).sum(),
+            active: self.active_count() as u32,
+            workers,
+            fairness_gap: self.fairness_gap(),
+            fairness_bound: bound,
+            max_active,
+            uptime_ms: 0,
+            auth_failures: 0,
+            bad_frames: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, 1], port))
+    }
+
+    fn registered(weights: &[u32], now: Instant) -> Registry {
+        let mut r = Registry::new();
+        for (i, w) in weights.iter().enumerate() {
+            let id = r.assign_id(addr(i as u16), 1, now);
+            r.register(id, addr(i as u16), *w, now).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn a_retried_broadcast_gets_the_same_id_and_a_new_one_gets_a_new_id() {
+        let now = Instant::now();
+        let mut r = Registry::new();
+        let a = r.assign_id(addr(1), 42, now);
+        assert_eq!(r.assign_id(addr(1), 42, now), a);
+        assert_ne!(r.assign_id(addr(1), 43, now), a);
+        assert_ne!(r.assign_id(addr(2), 42, now), a);
+    }
+
+    #[test]
+    fn only_handed_out_ids_register_and_only_once() {
+        let now = Instant::now();
+        let mut r = Registry::new();
+        assert_eq!(
+            r.register(7, addr(1), 1, now),
+            Err(RegisterError::UnknownId(7))
+        );
+        let id = r.assign_id(addr(1), 1, now);
+        assert!(r.register(id, addr(1), 3, now).is_ok());
+        assert_eq!(
+            r.register(id, addr(1), 3, now),
+            Err(RegisterError::UnknownId(id))
+        );
+        assert_eq!(r.get(id).unwrap().weight, 3);
+    }
+
+    #[test]
+    fn handed_out_ids_expire() {
+        let now = Instant::now();
+        let mut r = Registry::new();
+        let id = r.assign_id(addr(1), 1, now);
+        // Another discovery 31 s later sweeps the stale id away.
+        r.assign_id(addr(2), 1, now + Duration::from_secs(31));
+        assert!(
+            r.register(id, addr(1), 1, now + Duration::from_secs(31))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn activation_reports_and_deactivation_follow_the_seed() {
+        let t0 = Instant::now();
+        let mut r = registered(&[1], t0);
+        let id = 1;
+        assert_eq!(r.candidates(), vec![id]);
+        assert!(r.mark_active(id, t0));
+        assert!(
+            !r.mark_active(id, t0),
+            "an active worker cannot be activated twice"
+        );
+        assert!(r.candidates().is_empty(), "an active worker is unavailable");
+        for n in 1..=4 {
+            let t = t0 + Duration::from_secs(n);
+            assert_eq!(
+                r.report(id, true, t),
+                ReportOutcome::StillActive { answers: n as u32 }
+            );
+            assert_eq!(r.get(id).unwrap().last_comm, Some(t));
+        }
+        let t5 = t0 + Duration::from_secs(5);
+        assert_eq!(
+            r.report(id, false, t5),
+            ReportOutcome::Deactivated {
+                answers: 5,
+                active_for: Duration::from_secs(5)
+            }
+        );
+        let w = r.get(id).unwrap();
+        assert!(w.available() && !w.active);
+        assert_eq!(
+            (w.answers_since_activation, w.last_comm, w.activations),
+            (0, None, 1)
+        );
+        let status = r.status(t5, 1.0, 5);
+        assert_eq!(status.workers[0].last_comm_ms_ago, -1);
+        assert_eq!(r.report(id, true, t5), ReportOutcome::NotActive);
+        assert_eq!(r.report(99, true, t5), ReportOutcome::UnknownWorker);
+    }
+
+    #[test]
+    fn silence_is_judged_by_any_frame() {
+        let t0 = Instant::now();
+        let mut r = registered(&[1, 1], t0);
+        r.heard(2, t0 + Duration::from_secs(4));
+        let silent = r.silent(t0 + Duration::from_millis(5_500), Duration::from_secs(5));
+        assert_eq!(silent, vec![(1, Duration::from_millis(5_500))]);
+        assert!(r.remove(1).is_some());
+        assert!(r.remove(1).is_none());
+        assert_eq!(r.len(), 1);
+    }
+
+    #[test]
+    fn the_bound_grows_with_busy_picks_and_the_heaviest_share() {
+        let t0 = Instant::now();
+        let r = registered(&[1, 1, 2], t0);
+        let second = Duration::from_secs(1);
+        let idle = r.fairness_bound(2 * second, Duration::ZERO, 5);
+        let busy = r.fairness_bound(2 * second, 25 * second, 5);
+        assert!(
+            (idle - 0.75).abs() < 1e-9,
+            "1 − 1/(2·2) for three workers, got {idle}"
+        );
+        // 13 picks during a 25 s activation at one per 2 s, plus 2·5 slots, times λ_max = ½.
+        assert!((busy - (0.75 + 0.5 * 23.0)).abs() < 1e-9, "got {busy}");
+    }
+}

@@ -1,0 +1,112 @@
+//! The TCP port: a worker's registration starts a session; a status request is answered and
+//! the connection closed; anything else is refused.
+
+use std::sync::Arc;
+
+use proto::{Connection, Frame, Message};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::session::Session;
+use crate::shared::Shared;
+
+/// How many commands may queue for one worker; the activator sends at most one at a time.
+const COMMAND_QUEUE: usize = 4;
+
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                let shared = shared.clone();
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move {
+                    let Ok(conn) = Connection::new(stream, shared.codec.clone()) else {
+                        return;
+                    };
+                    handle_connection(conn, shared, shutdown).await;
+                });
+            }
+            // Running out of file descriptors must not end the dispatcher: retry shortly.
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn handle_connection(mut conn: Connection, shared: Arc<Shared>, shutdown: CancellationToken) {
+    let peer = conn.peer();
+    let first = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        // A peer that connects and says nothing is given the silence timeout, no more.
+        first = tokio::time::timeout(shared.config.silence_timeout(), conn.read_frame()) => first,
+    };
+    let frame = match first {
+        Ok(Ok(Some(frame))) => frame,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            shared.count_rejected(&e);
+            tracing::warn!(%peer, error = %e, "dropping connection: bad first frame");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "dropping connection: nothing said");
+            return;
+        }
+    };
+    match frame {
+        Frame {
+            message: Message::StatusRequest,
+            ..
+        } => {
+            let _ = conn
+                .send(0, Message::DispatcherStatus(shared.status()))
+                .await;
+        }
+        Frame {
+            sender: id,
+            message: Message::Register { weight },
+        } => {
+            let registered = shared
+                .state()
+                .registry
+                .register(id, peer, weight, Instant::now());
+            if let Err(e) = registered {
+                tracing::warn!(%peer, worker = id, "refusing registration: {e}");
+                let _ = conn
+                    .send(
+                        0,
+                        Message::Rejected {
+                            reason: e.to_string(),
+                        },
+                    )
+                    .await;
+                return;
+            }
+            let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
+            let workers = {
+                let mut state = shared.state();
+                state.sessions.insert(id, commands_tx);
+                state.registry.len()
+            };
+            tracing::info!(worker = id, %peer, weight, workers, "worker {id} registered with weight {weight}");
+            if let Err(e) = conn.send(0, Message::Registered { worker_id: id }).await {
+                shared.remove_worker(id, &format!("registration could not be confirmed ({e})"));
+                return;
+            }
+            Session::new(id, conn, commands, shared).run(shutdown).await;
+        }
+        Frame { message, .. } => {
+            tracing::warn!(%peer, kind = ?message.kind(), "dropping connection: expected Register or StatusRequest first");
+            let reason = "the first frame must be Register or StatusRequest".to_string();
+            let _ = conn.send(0, Message::Rejected { reason }).await;
+        }
+    }
+}

@@ -1,0 +1,414 @@
+//! The dispatcher and real workers over loopback sockets, with fast timers. Every wait is a
+//! poll for an event with a generous deadline; no assertion depends on a tight timing.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
+use clap::Parser;
+use dispatcher::DispatcherConfig;
+use proto::udp::FrameSocket;
+use proto::{ClusterKey, Connection, DispatcherStatus, Frame, FrameCodec, Message};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use worker::WorkerConfig;
+
+#[derive(Parser)]
+#[command(args_override_self = true)]
+struct DispatcherArgs {
+    #[command(flatten)]
+    config: DispatcherConfig,
+}
+
+#[derive(Parser)]
+#[command(args_override_self = true)]
+struct WorkerArgs {
+    #[command(flatten)]
+    config: WorkerConfig,
+}
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+fn dispatcher_config(extra: &[&str]) -> DispatcherConfig {
+    let mut args = vec![
+        "dispatcher",
+        "--listen=127.0.0.1:0",
+        "--discovery-listen=127.0.0.1:0",
+        "--activation-interval-ms=40",
+        "--silence-timeout-ms=1000",
+        "--reply-timeout-ms=500",
+        "--expected-activation-ms=300",
+    ];
+    args.extend_from_slice(extra);
+    DispatcherArgs::parse_from(args).config
+}
+
+fn worker_config(discovery: SocketAddr, extra: &[&str]) -> WorkerConfig {
+    let target = format!("--discovery-target={discovery}");
+    let mut args = vec![
+        "worker",
+        "--status-addr=127.0.0.1:0",
+        "--report-max-interval-ms=60",
+        "--heartbeat-interval-ms=100",
+        "--discovery-backoff-ms=50",
+        "--discovery-backoff-max-ms=200",
+        "--terminate-probability=0",
+        &target,
+    ];
+    args.extend_from_slice(extra);
+    WorkerArgs::parse_from(args).config
+}
+
+async fn start_dispatcher(
+    config: DispatcherConfig,
+    codec: FrameCodec,
+) -> (dispatcher::Running, CancellationToken) {
+    let shutdown = CancellationToken::new();
+    let running = dispatcher::start(config, codec, shutdown.clone())
+        .await
+        .unwrap();
+    (running, shutdown)
+}
+
+async fn start_workers(
+    config: WorkerConfig,
+    codec: FrameCodec,
+) -> (worker::Running, CancellationToken) {
+    let shutdown = CancellationToken::new();
+    let running = worker::start(config, codec, shutdown.clone())
+        .await
+        .unwrap();
+    (running, shutdown)
+}
+
+/// Polls the dispatcher's status over its TCP port until `done` holds.
+async fn wait_for(
+    addr: SocketAddr,
+    codec: &FrameCodec,
+    what: &str,
+    done: impl Fn(&DispatcherStatus) -> bool,
+) -> DispatcherStatus {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let status = status_of(addr, codec).await;
+        if done(&status) {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; last status: {status:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn status_of(addr: SocketAddr, codec: &FrameCodec) -> DispatcherStatus {
+    match halab_runtime::control::query_status(addr, codec.clone(), Duration::from_secs(5))
+        .await
+        .unwrap()
+    {
+        Message::DispatcherStatus(status) => status,
+        other => panic!("not a dispatcher status: {other:?}"),
+    }
+}
+
+/// Registers a hand-driven worker: discover over UDP, then register over TCP.
+async fn register_by_hand(d: &dispatcher::Running, codec: &FrameCodec) -> (u64, Connection) {
+    let mut socket = FrameSocket::bind("127.0.0.1:0".parse().unwrap(), codec.clone()).unwrap();
+    socket
+        .send_to(
+            &Frame::new(0, Message::Discover { nonce: 7 }),
+            d.discovery_addr,
+        )
+        .await
+        .unwrap();
+    let (_, reply) = tokio::time::timeout(PATIENCE, socket.recv_from())
+        .await
+        .unwrap()
+        .unwrap();
+    let Message::Welcome {
+        worker_id,
+        dispatcher,
+        ..
+    } = reply.unwrap().message
+    else {
+        panic!("expected Welcome")
+    };
+    assert_eq!(
+        dispatcher, d.tcp_addr,
+        "the dispatcher advertises the address it listens on"
+    );
+    let mut conn = Connection::connect(dispatcher, codec.clone())
+        .await
+        .unwrap();
+    conn.send(worker_id, Message::Register { weight: 3 })
+        .await
+        .unwrap();
+    let answer = conn.read_frame().await.unwrap().unwrap();
+    assert_eq!(answer.message, Message::Registered { worker_id });
+    (worker_id, conn)
+}
+
+#[tokio::test]
+async fn workers_are_activated_by_weight_within_the_fairness_bound() {
+    let codec = FrameCodec::default();
+    let (d, d_stop) = start_dispatcher(dispatcher_config(&["--max-active=2"]), codec.clone()).await;
+    let mut fleets = Vec::new();
+    for weight in ["1", "2", "4"] {
+        let config = worker_config(
+            d.discovery_addr,
+            &["--count=2", &format!("--weight={weight}")],
+        );
+        fleets.push(start_workers(config, codec.clone()).await);
+    }
+    wait_for(d.tcp_addr, &codec, "six registered workers", |s| {
+        s.workers.len() == 6
+    })
+    .await;
+    let mut most_active = 0;
+    let status = wait_for(d.tcp_addr, &codec, "70 activations", |s| {
+        assert!(
+            s.active <= 2,
+            "more workers active than --max-active: {s:#?}"
+        );
+        assert!(
+            s.fairness_gap <= s.fairness_bound + 1e-9,
+            "gap above the bound: {s:#?}"
+        );
+        s.total_activations >= 70
+    })
+    .await;
+    for w in &status.workers {
+        most_active = most_active.max(w.activations);
+        assert!(w.activations > 0, "worker {} never activated", w.id);
+    }
+    let by_weight = |weight: u32| -> u64 {
+        status
+            .workers
+            .iter()
+            .filter(|w| w.weight == weight)
+            .map(|w| w.activations)
+            .sum()
+    };
+    assert!(
+        by_weight(4) > by_weight(2) && by_weight(2) > by_weight(1),
+        "activations do not follow the weights: {status:#?}"
+    );
+    assert_eq!(
+        status.workers.iter().map(|w| w.activations).max(),
+        Some(most_active)
+    );
+    d_stop.cancel();
+    for (_, stop) in fleets {
+        stop.cancel();
+    }
+    d.join().await;
+}
+
+#[tokio::test]
+async fn a_worker_that_shuts_down_is_removed_at_once() {
+    let codec = FrameCodec::default();
+    let (d, _d_stop) = start_dispatcher(
+        dispatcher_config(&["--silence-timeout-ms=60000"]),
+        codec.clone(),
+    )
+    .await;
+    let (w, w_stop) = start_workers(worker_config(d.discovery_addr, &[]), codec.clone()).await;
+    wait_for(d.tcp_addr, &codec, "a registered worker", |s| {
+        s.workers.len() == 1
+    })
+    .await;
+    w_stop.cancel();
+    w.join().await;
+    // Far sooner than the 60 s silence timeout: the worker said it was leaving.
+    wait_for(d.tcp_addr, &codec, "the worker's removal", |s| {
+        s.workers.is_empty()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_closed_connection_removes_the_worker_at_once() {
+    let codec = FrameCodec::default();
+    let (d, _d_stop) = start_dispatcher(
+        dispatcher_config(&["--silence-timeout-ms=60000"]),
+        codec.clone(),
+    )
+    .await;
+    let (id, conn) = register_by_hand(&d, &codec).await;
+    let status = status_of(d.tcp_addr, &codec).await;
+    assert_eq!(
+        status.workers.iter().map(|w| w.id).collect::<Vec<_>>(),
+        vec![id]
+    );
+    drop(conn);
+    wait_for(d.tcp_addr, &codec, "the worker's removal", |s| {
+        s.workers.is_empty()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_silent_worker_is_removed_after_the_silence_timeout_and_not_before() {
+    let codec = FrameCodec::default();
+    let (d, _d_stop) = start_dispatcher(
+        dispatcher_config(&["--silence-timeout-ms=1000"]),
+        codec.clone(),
+    )
+    .await;
+    let (_id, _conn) = register_by_hand(&d, &codec).await;
+    let registered_at = Instant::now();
+    // The connection stays open but says nothing, like a paused container.
+    wait_for(d.tcp_addr, &codec, "the silent worker's removal", |s| {
+        s.workers.is_empty()
+    })
+    .await;
+    assert!(
+        registered_at.elapsed() >= Duration::from_millis(1000),
+        "removed before the silence timeout"
+    );
+}
+
+#[tokio::test]
+async fn self_terminating_workers_leave_the_table() {
+    let codec = FrameCodec::default();
+    let (d, _d_stop) = start_dispatcher(dispatcher_config(&[]), codec.clone()).await;
+    let (w, _w_stop) = start_workers(
+        worker_config(
+            d.discovery_addr,
+            &["--count=3", "--terminate-probability=1"],
+        ),
+        codec.clone(),
+    )
+    .await;
+    // Each worker terminates after its first deactivation, so the process ends by itself.
+    tokio::time::timeout(PATIENCE, w.join())
+        .await
+        .expect("workers did not terminate");
+    let status = wait_for(d.tcp_addr, &codec, "an empty table", |s| {
+        s.workers.is_empty()
+    })
+    .await;
+    assert!(status.workers.is_empty());
+}
+
+#[tokio::test]
+async fn garbage_is_logged_and_dropped_and_the_dispatcher_keeps_serving() {
+    let codec = FrameCodec::new(4096, None);
+    let (d, _d_stop) = start_dispatcher(dispatcher_config(&[]), codec.clone()).await;
+
+    let mut garbage = TcpStream::connect(d.tcp_addr).await.unwrap();
+    garbage
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut oversized = TcpStream::connect(d.tcp_addr).await.unwrap();
+    let mut prefix = BytesMut::new();
+    prefix.put_u32(1 << 30);
+    oversized.write_all(&prefix).await.unwrap();
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    udp.send_to(b"\x00\x00\x00\x05hello", d.discovery_addr)
+        .await
+        .unwrap();
+    udp.send_to(&[0xff; 300], d.discovery_addr).await.unwrap();
+
+    let status = wait_for(d.tcp_addr, &codec, "four dropped frames", |s| {
+        s.bad_frames >= 4
+    })
+    .await;
+    assert_eq!(status.auth_failures, 0);
+    // Still serving: a real worker registers and gets activated.
+    let (_w, _w_stop) = start_workers(worker_config(d.discovery_addr, &[]), codec.clone()).await;
+    wait_for(d.tcp_addr, &codec, "an activation after the garbage", |s| {
+        s.total_activations >= 1
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn with_a_cluster_key_unauthenticated_peers_cannot_register() {
+    let keyed = FrameCodec::new(1 << 20, Some(ClusterKey::new("lab-secret")));
+    let wrong = FrameCodec::new(1 << 20, Some(ClusterKey::new("guess")));
+    let plain = FrameCodec::default();
+    let (d, _d_stop) = start_dispatcher(dispatcher_config(&[]), keyed.clone()).await;
+
+    let (intruders, _stop_a) = start_workers(worker_config(d.discovery_addr, &[]), plain).await;
+    let (guessers, _stop_b) = start_workers(worker_config(d.discovery_addr, &[]), wrong).await;
+    let (_members, _stop_c) =
+        start_workers(worker_config(d.discovery_addr, &[]), keyed.clone()).await;
+    let status = wait_for(
+        d.tcp_addr,
+        &keyed,
+        "the keyed worker and dropped intruders",
+        |s| s.workers.len() == 1 && s.auth_failures >= 2,
+    )
+    .await;
+    assert_eq!(status.workers.len(), 1);
+    for board in [intruders.board.snapshot(), guessers.board.snapshot()] {
+        assert!(
+            board.workers.iter().all(|w| w.id.is_none()),
+            "an unauthenticated worker got an id: {board:?}"
+        );
+    }
+    // Status requests need the key too.
+    let refused = halab_runtime::control::query_status(
+        d.tcp_addr,
+        FrameCodec::default(),
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(refused.is_err());
+}
+
+#[tokio::test]
+async fn workers_register_again_with_a_restarted_dispatcher() {
+    let codec = FrameCodec::default();
+    let (first, stop_first) = start_dispatcher(dispatcher_config(&[]), codec.clone()).await;
+    let (tcp, udp) = (first.tcp_addr, first.discovery_addr);
+    let (w, _w_stop) = start_workers(worker_config(udp, &["--count=4"]), codec.clone()).await;
+    let before = wait_for(tcp, &codec, "four workers", |s| s.workers.len() == 4).await;
+    stop_first.cancel();
+    first.join().await;
+
+    let config = dispatcher_config(&[
+        &format!("--listen={tcp}"),
+        &format!("--discovery-listen={udp}"),
+    ]);
+    let (second, _stop_second) = start_dispatcher(config, codec.clone()).await;
+    let after = wait_for(second.tcp_addr, &codec, "the four workers back", |s| {
+        s.workers.len() == 4
+    })
+    .await;
+    assert_eq!(after.workers.len(), before.workers.len());
+    let board = w.board.snapshot();
+    assert!(
+        board.workers.iter().all(|t| t.registrations == 2),
+        "every worker registered twice: {board:?}"
+    );
+}
+
+#[tokio::test]
+async fn one_dispatcher_holds_a_thousand_workers() {
+    let codec = FrameCodec::default();
+    let (d, _d_stop) = start_dispatcher(
+        dispatcher_config(&["--silence-timeout-ms=10000"]),
+        codec.clone(),
+    )
+    .await;
+    let config = worker_config(
+        d.discovery_addr,
+        &[
+            "--count=1000",
+            "--heartbeat-interval-ms=1000",
+            "--discovery-backoff-ms=200",
+            "--discovery-backoff-max-ms=1000",
+        ],
+    );
+    let (_w, _w_stop) = start_workers(config, codec.clone()).await;
+    wait_for(d.tcp_addr, &codec, "a thousand workers", |s| {
+        s.workers.len() == 1000
+    })
+    .await;
+}
