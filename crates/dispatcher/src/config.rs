@@ -27,8 +27,9 @@ pub struct DispatcherConfig {
     #[arg(long, env = "HALAB_MAX_ACTIVE", default_value_t = 5)]
     pub max_active: u32,
 
-    /// A worker silent (no frame, heartbeats included) for this long is considered terminated
-    /// and removed.
+    /// A worker that sends nothing (heartbeats included) for this long after its next frame was
+    /// due is considered terminated and removed: with 1 s heartbeats, 5–6 s after it last spoke.
+    /// A closed connection removes it at once.
     #[arg(long, env = "HALAB_SILENCE_TIMEOUT_MS", default_value_t = 5000)]
     pub silence_timeout_ms: u64,
 

@@ -24,6 +24,8 @@ pub struct WorkerRecord {
     pub last_comm: Option<Instant>,
     /// Any frame at all, heartbeats included: what removal after silence is judged by.
     pub last_heard: Instant,
+    /// The worker's heartbeat interval: its next frame is due this long after the last one.
+    pub heartbeat: Duration,
     pub answers_since_activation: u32,
     pub active: bool,
     pub activated_at: Option<Instant>,
@@ -118,6 +120,7 @@ impl Registry {
         id: WorkerId,
         addr: SocketAddr,
         weight: u32,
+        heartbeat: Duration,
         now: Instant,
     ) -> Result<(), RegisterError> {
         let key = self
@@ -136,6 +139,7 @@ impl Registry {
                 activations: 0,
                 last_comm: None,
                 last_heard: now,
+                heartbeat,
                 answers_since_activation: 0,
                 active: false,
                 activated_at: None,
@@ -209,12 +213,18 @@ impl Registry {
         Some(record)
     }
 
-    /// Workers silent for longer than `timeout`, with how long each has been silent.
+    /// Workers that let `timeout` pass after their next frame was due (last frame + their
+    /// heartbeat interval, at most `timeout` itself), with how long each has been silent.
+    ///
+    /// Counting from when a frame was due, not from the last one, means a worker is never
+    /// dropped after less than `timeout` of real unresponsiveness: a container paused right
+    /// after a heartbeat and one paused right before the next are both removed `timeout` after
+    /// they stopped answering, give or take a heartbeat.
     pub fn silent(&self, now: Instant, timeout: Duration) -> Vec<(WorkerId, Duration)> {
         self.workers
             .iter()
+            .filter(|(_, w)| now.duration_since(w.last_heard) > w.heartbeat.min(timeout) + timeout)
             .map(|(id, w)| (*id, now.duration_since(w.last_heard)))
-            .filter(|(_, silent)| *silent > timeout)
             .collect()
     }
 
@@ -279,6 +289,8 @@ impl Registry {
 mod tests {
     use super::*;
 
+    const HEARTBEAT: Duration = Duration::from_secs(1);
+
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([10, 0, 0, 1], port))
     }
@@ -287,7 +299,7 @@ mod tests {
         let mut r = Registry::new();
         for (i, w) in weights.iter().enumerate() {
             let id = r.assign_id(addr(i as u16), 1, now);
-            r.register(id, addr(i as u16), *w, now).unwrap();
+            r.register(id, addr(i as u16), *w, HEARTBEAT, now).unwrap();
         }
         r
     }
@@ -307,13 +319,13 @@ mod tests {
         let now = Instant::now();
         let mut r = Registry::new();
         assert_eq!(
-            r.register(7, addr(1), 1, now),
+            r.register(7, addr(1), 1, HEARTBEAT, now),
             Err(RegisterError::UnknownId(7))
         );
         let id = r.assign_id(addr(1), 1, now);
-        assert!(r.register(id, addr(1), 3, now).is_ok());
+        assert!(r.register(id, addr(1), 3, HEARTBEAT, now).is_ok());
         assert_eq!(
-            r.register(id, addr(1), 3, now),
+            r.register(id, addr(1), 3, HEARTBEAT, now),
             Err(RegisterError::UnknownId(id))
         );
         assert_eq!(r.get(id).unwrap().weight, 3);
@@ -327,7 +339,7 @@ mod tests {
         // Another discovery 31 s later sweeps the stale id away.
         r.assign_id(addr(2), 1, now + Duration::from_secs(31));
         assert!(
-            r.register(id, addr(1), 1, now + Duration::from_secs(31))
+            r.register(id, addr(1), 1, HEARTBEAT, now + Duration::from_secs(31))
                 .is_err()
         );
     }
@@ -373,15 +385,27 @@ mod tests {
     }
 
     #[test]
-    fn silence_is_judged_by_any_frame() {
+    fn silence_is_judged_by_any_frame_from_when_the_next_was_due() {
         let t0 = Instant::now();
         let mut r = registered(&[1, 1], t0);
         r.heard(2, t0 + Duration::from_secs(4));
-        let silent = r.silent(t0 + Duration::from_millis(5_500), Duration::from_secs(5));
-        assert_eq!(silent, vec![(1, Duration::from_millis(5_500))]);
+        let timeout = Duration::from_secs(5);
+        // Heartbeat due at 1 s, so worker 1 may stay silent until 6 s.
+        assert!(
+            r.silent(t0 + Duration::from_millis(5_900), timeout)
+                .is_empty()
+        );
+        let silent = r.silent(t0 + Duration::from_millis(6_100), timeout);
+        assert_eq!(silent, vec![(1, Duration::from_millis(6_100))]);
+        // A worker declaring a huge heartbeat interval still gets at most twice the timeout.
+        let id = r.assign_id(addr(9), 1, t0);
+        r.register(id, addr(9), 1, Duration::from_secs(3600), t0)
+            .unwrap();
+        let later = r.silent(t0 + Duration::from_millis(10_100), timeout);
+        assert!(later.iter().any(|(silent_id, _)| *silent_id == id));
         assert!(r.remove(1).is_some());
         assert!(r.remove(1).is_none());
-        assert_eq!(r.len(), 1);
+        assert_eq!(r.len(), 2);
     }
 
     #[test]

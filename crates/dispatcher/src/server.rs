@@ -2,6 +2,7 @@
 //! the connection closed; anything else is refused.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use proto::{Connection, Frame, Message};
 use tokio::net::TcpListener;
@@ -35,7 +36,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
             // Running out of file descriptors must not end the dispatcher: retry shortly.
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }
@@ -72,12 +73,18 @@ async fn handle_connection(mut conn: Connection, shared: Arc<Shared>, shutdown: 
         }
         Frame {
             sender: id,
-            message: Message::Register { weight },
+            message:
+                Message::Register {
+                    weight,
+                    heartbeat_ms,
+                },
         } => {
-            let registered = shared
-                .state()
-                .registry
-                .register(id, peer, weight, Instant::now());
+            let heartbeat = Duration::from_millis(heartbeat_ms.into());
+            let registered =
+                shared
+                    .state()
+                    .registry
+                    .register(id, peer, weight, heartbeat, Instant::now());
             if let Err(e) = registered {
                 tracing::warn!(%peer, worker = id, "refusing registration: {e}");
                 let _ = conn

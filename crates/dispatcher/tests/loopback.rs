@@ -143,9 +143,15 @@ async fn register_by_hand(d: &dispatcher::Running, codec: &FrameCodec) -> (u64, 
     let mut conn = Connection::connect(dispatcher, codec.clone())
         .await
         .unwrap();
-    conn.send(worker_id, Message::Register { weight: 3 })
-        .await
-        .unwrap();
+    conn.send(
+        worker_id,
+        Message::Register {
+            weight: 3,
+            heartbeat_ms: 100,
+        },
+    )
+    .await
+    .unwrap();
     let answer = conn.read_frame().await.unwrap().unwrap();
     assert_eq!(answer.message, Message::Registered { worker_id });
     (worker_id, conn)

@@ -38,8 +38,10 @@ pub enum Message {
         dispatcher: SocketAddr,
     },
     /// Worker → dispatcher, first frame on the TCP connection; the sender field is the worker id.
+    /// The heartbeat interval tells the dispatcher when the worker's next frame is due.
     Register {
         weight: u32,
+        heartbeat_ms: u32,
     },
     /// Dispatcher → worker: registration accepted.
     Registered {

@@ -76,7 +76,10 @@ fn arb_message() -> impl Strategy<Value = Message> {
                 worker_id,
                 dispatcher
             }),
-        any::<u32>().prop_map(|weight| Message::Register { weight }),
+        (any::<u32>(), any::<u32>()).prop_map(|(weight, heartbeat_ms)| Message::Register {
+            weight,
+            heartbeat_ms
+        }),
         any::<u64>().prop_map(|worker_id| Message::Registered { worker_id }),
         any::<u64>().prop_map(|worker_id| Message::StatusCheck { worker_id }),
         any::<bool>().prop_map(|activated| Message::Status { activated }),
@@ -228,7 +231,13 @@ fn encoding_a_frame_above_the_limit_fails_cleanly() {
 
 #[test]
 fn wrong_key_and_missing_tag_are_rejected_as_auth_failures() {
-    let frame = Frame::new(3, Message::Register { weight: 5 });
+    let frame = Frame::new(
+        3,
+        Message::Register {
+            weight: 5,
+            heartbeat_ms: 1000,
+        },
+    );
     let alice = FrameCodec::new(1 << 20, Some(ClusterKey::new("alice")));
     let mallory = FrameCodec::new(1 << 20, Some(ClusterKey::new("mallory")));
     let plain = FrameCodec::default();

@@ -187,6 +187,7 @@ impl Worker {
             id,
             Message::Register {
                 weight: self.weight,
+                heartbeat_ms: u32::try_from(self.config.heartbeat_interval_ms).unwrap_or(u32::MAX),
             },
         )
         .await?;
