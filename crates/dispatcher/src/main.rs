@@ -3,9 +3,9 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use dispatcher::DispatcherConfig;
-use halab_runtime::{CommonArgs, StatusArgs, control, logging};
+use halab_runtime::{CommonArgs, ControlCommand, StatusArgs, control};
 use proto::{DispatcherStatus, Message};
 
 /// halab's dispatcher: finds workers by UDP broadcast, activates them by weight, removes the
@@ -18,66 +18,43 @@ struct Cli {
     #[command(flatten)]
     config: DispatcherConfig,
     #[command(subcommand)]
-    command: Option<Command>,
+    command: Option<ControlCommand>,
 }
 
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Print a running dispatcher's table and fairness figures.
-    Status(StatusArgs),
-    /// Exit 0 when the dispatcher answers status requests (Docker HEALTHCHECK).
-    Healthcheck(StatusArgs),
-}
-
-const DEFAULT_STATUS_ADDR: &str = "127.0.0.1:7101";
+/// Where `status` asks when --status-addr is not given: this host's dispatcher.
+const DEFAULT_STATUS_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7101);
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => return halab_runtime::exit_on_error(Err(e.into())),
-    };
-    halab_runtime::exit_on_error(runtime.block_on(run(cli)))
+    halab_runtime::run_main(run(Cli::parse()))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        None => serve(cli.common, cli.config).await,
-        Some(Command::Status(args)) => {
-            let status = query(&cli.common, &args).await?;
-            control::print_status(&status, args.json, table)
-        }
-        Some(Command::Healthcheck(args)) => {
-            query(&cli.common, &args).await?;
+    match &cli.command {
+        None => {
+            let shutdown = halab_runtime::start_daemon(&cli.common)?;
+            dispatcher::start(cli.config, cli.common.codec(), shutdown)
+                .await?
+                .join()
+                .await;
+            tracing::info!("dispatcher stopped");
             Ok(())
         }
+        Some(ControlCommand::Status(args)) => {
+            control::print_status(&query(&cli.common, args).await?, args.json, table)
+        }
+        Some(ControlCommand::Healthcheck(args)) => query(&cli.common, args).await.map(drop),
     }
 }
 
-async fn serve(common: CommonArgs, config: DispatcherConfig) -> anyhow::Result<()> {
-    logging::init(&common)?;
-    common.warn_if_unauthenticated();
-    let shutdown = halab_runtime::shutdown_on_signal()?;
-    let running = dispatcher::start(config, common.codec(), shutdown).await?;
-    running.join().await;
-    tracing::info!("dispatcher stopped");
-    Ok(())
-}
-
 async fn query(common: &CommonArgs, args: &StatusArgs) -> anyhow::Result<DispatcherStatus> {
-    let addr = args.status_addr.unwrap_or_else(default_status_addr);
+    let addr = args.status_addr.unwrap_or(DEFAULT_STATUS_ADDR);
     match control::query_status(addr, common.codec(), Duration::from_millis(args.timeout_ms))
         .await?
     {
         Message::DispatcherStatus(status) => Ok(status),
         other => anyhow::bail!("{addr} answered {:?}: not a dispatcher", other.kind()),
     }
-}
-
-fn default_status_addr() -> SocketAddr {
-    DEFAULT_STATUS_ADDR
-        .parse()
-        .expect("constant address parses")
 }
 
 fn table(status: &DispatcherStatus) -> String {
@@ -126,16 +103,8 @@ fn table(status: &DispatcherStatus) -> String {
 mod tests {
     use clap::CommandFactory;
 
-    use super::*;
-
     #[test]
-    fn every_flag_reads_its_halab_env_variable() {
-        let missing = halab_runtime::flags_without_env(&Cli::command());
-        assert!(missing.is_empty(), "{missing:#?}");
-    }
-
-    #[test]
-    fn the_cli_is_well_formed() {
-        Cli::command().debug_assert();
+    fn the_command_line_follows_the_conventions() {
+        halab_runtime::assert_cli_conventions(super::Cli::command());
     }
 }

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use clap::{Args, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
 use proto::{ClusterKey, FrameCodec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -70,8 +70,29 @@ pub struct StatusArgs {
     pub timeout_ms: u64,
 }
 
+/// The subcommands every daemon has besides serving.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ControlCommand {
+    /// Print the running daemon's state (a table, or JSON with --json).
+    Status(StatusArgs),
+    /// Exit 0 when the daemon answers status requests (Docker HEALTHCHECK: scratch images have
+    /// no curl).
+    Healthcheck(StatusArgs),
+}
+
+/// For each binary's tests: the command line is well formed and every flag `--some-name` also
+/// reads `HALAB_SOME_NAME`.
+pub fn assert_cli_conventions(cmd: clap::Command) {
+    cmd.clone().debug_assert();
+    let missing = flags_without_env(&cmd);
+    assert!(
+        missing.is_empty(),
+        "flags without their HALAB_ variable: {missing:#?}"
+    );
+}
+
 /// Flags of `cmd` (and its subcommands) that break the `--some-name` ↔ `HALAB_SOME_NAME` rule.
-pub fn flags_without_env(cmd: &clap::Command) -> Vec<String> {
+fn flags_without_env(cmd: &clap::Command) -> Vec<String> {
     let mut bad = Vec::new();
     for arg in cmd.get_arguments() {
         let Some(long) = arg.get_long() else { continue };

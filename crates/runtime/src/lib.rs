@@ -7,17 +7,32 @@ pub mod control;
 pub mod logging;
 pub mod shutdown;
 
-pub use cli::{CommonArgs, StatusArgs, flags_without_env};
+pub use cli::{CommonArgs, ControlCommand, StatusArgs, assert_cli_conventions};
 pub use shutdown::shutdown_on_signal;
 
-/// Runs a daemon's fallible main and turns an error into a one-line reason and exit code 2,
-/// the convention for fatal configuration errors.
-pub fn exit_on_error(result: anyhow::Result<()>) -> std::process::ExitCode {
+use std::process::ExitCode;
+
+use tokio_util::sync::CancellationToken;
+
+/// Runs a binary's async main on a tokio runtime; an error becomes one line on stderr and exit
+/// status 2 (the convention for fatal configuration errors).
+pub fn run_main(main: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let result = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(main));
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::from(2)
+            ExitCode::from(2)
         }
     }
+}
+
+/// What every daemon does before it serves: install logging, say whether frames are
+/// authenticated, and return the shutdown token that SIGTERM / SIGINT cancel.
+pub fn start_daemon(common: &CommonArgs) -> anyhow::Result<CancellationToken> {
+    logging::init(common)?;
+    common.warn_if_unauthenticated();
+    shutdown_on_signal()
 }

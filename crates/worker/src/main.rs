@@ -2,8 +2,8 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
-use halab_runtime::{CommonArgs, StatusArgs, control, logging};
+use clap::Parser;
+use halab_runtime::{ControlCommand, StatusArgs, control};
 use proto::{Message, WorkerProcessStatus};
 use worker::WorkerConfig;
 
@@ -14,54 +14,35 @@ use worker::WorkerConfig;
 #[command(version, about, long_about = None)]
 struct Cli {
     #[command(flatten)]
-    common: CommonArgs,
+    common: halab_runtime::CommonArgs,
     #[command(flatten)]
     config: WorkerConfig,
     #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Print the state of a running worker process's workers.
-    Status(StatusArgs),
-    /// Exit 0 when the worker process answers status requests (Docker HEALTHCHECK).
-    Healthcheck(StatusArgs),
+    command: Option<ControlCommand>,
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => return halab_runtime::exit_on_error(Err(e.into())),
-    };
-    halab_runtime::exit_on_error(runtime.block_on(run(cli)))
+    halab_runtime::run_main(run(Cli::parse()))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
-        None => serve(cli.common, cli.config).await,
-        Some(Command::Status(args)) => {
-            let status = query(&cli, args).await?;
-            control::print_status(&status, args.json, table)
-        }
-        Some(Command::Healthcheck(args)) => {
-            query(&cli, args).await?;
+        None => {
+            let shutdown = halab_runtime::start_daemon(&cli.common)?;
+            worker::start(cli.config, cli.common.codec(), shutdown.clone())
+                .await?
+                .join()
+                .await;
+            if !shutdown.is_cancelled() {
+                tracing::info!("every worker of this process has terminated; exiting");
+            }
             Ok(())
         }
+        Some(ControlCommand::Status(args)) => {
+            control::print_status(&query(&cli, args).await?, args.json, table)
+        }
+        Some(ControlCommand::Healthcheck(args)) => query(&cli, args).await.map(drop),
     }
-}
-
-async fn serve(common: CommonArgs, config: WorkerConfig) -> anyhow::Result<()> {
-    logging::init(&common)?;
-    common.warn_if_unauthenticated();
-    let shutdown = halab_runtime::shutdown_on_signal()?;
-    let running = worker::start(config, common.codec(), shutdown.clone()).await?;
-    running.join().await;
-    if !shutdown.is_cancelled() {
-        tracing::info!("every worker of this process has terminated; exiting");
-    }
-    Ok(())
 }
 
 async fn query(cli: &Cli, args: &StatusArgs) -> anyhow::Result<WorkerProcessStatus> {
@@ -88,16 +69,11 @@ fn table(status: &WorkerProcessStatus) -> String {
     );
     for w in &status.workers {
         let id = w.id.map_or("-".to_string(), |id| id.to_string());
+        let dispatcher = w.dispatcher.as_deref().unwrap_or("-");
         let _ = writeln!(
             out,
-            "{:>5}  {:>6} {:>6} {:<12} {:>11} {:>13}  {}",
-            w.index,
-            id,
-            w.weight,
-            w.state,
-            w.activations,
-            w.registrations,
-            w.dispatcher.as_deref().unwrap_or("-")
+            "{:>5}  {:>6} {:>6} {:<12} {:>11} {:>13}  {dispatcher}",
+            w.index, id, w.weight, w.state, w.activations, w.registrations
         );
     }
     out
@@ -107,16 +83,8 @@ fn table(status: &WorkerProcessStatus) -> String {
 mod tests {
     use clap::CommandFactory;
 
-    use super::*;
-
     #[test]
-    fn every_flag_reads_its_halab_env_variable() {
-        let missing = halab_runtime::flags_without_env(&Cli::command());
-        assert!(missing.is_empty(), "{missing:#?}");
-    }
-
-    #[test]
-    fn the_cli_is_well_formed() {
-        Cli::command().debug_assert();
+    fn the_command_line_follows_the_conventions() {
+        halab_runtime::assert_cli_conventions(super::Cli::command());
     }
 }
