@@ -18,6 +18,7 @@ pub use connection::Connection;
 pub use error::ProtoError;
 pub use frame::{ClusterKey, HEADER_LEN, MAGIC, PROTOCOL_VERSION, TAG_LEN};
 pub use message::{
-    DispatcherStatus, Frame, Message, MessageKind, WorkerId, WorkerProcessStatus, WorkerRow,
+    Colour, DispatcherStatus, ElectionMessage, ElectionNodeStatus, Frame, LeaderView, Leadership,
+    MemberStatus, Message, MessageKind, NodeId, WorkerId, WorkerProcessStatus, WorkerRow,
     WorkerTaskStatus,
 };

@@ -78,6 +78,125 @@ pub enum Message {
     Rejected {
         reason: String,
     },
+    /// The leader election's protocol (seed 002): discovery, bully election, heartbeats,
+    /// registration. Every one carries the sender's term.
+    Election(ElectionMessage),
+    ElectionStatus(ElectionNodeStatus),
+}
+
+/// A node id of the leader election: by default the node's IPv4 address as a number.
+pub type NodeId = u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Colour {
+    Green,
+    Red,
+}
+
+/// What a leader announces: its membership (for quorums) and the colour of every live member.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaderView {
+    /// Where the leader takes registrations (TCP), on the datagram's source address.
+    pub tcp_port: u16,
+    /// The agreed membership: majorities are counted over it.
+    pub membership: Vec<NodeId>,
+    /// Bumped on every membership change (one node at a time).
+    pub version: u64,
+    /// Live members and their colours.
+    pub colours: Vec<(NodeId, Colour)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ElectionMessage {
+    /// Broadcast in state init: "I am here" (the seed's discovery).
+    Hello { term: u64 },
+    /// Bully: the sender runs for leader in `term` and asks for votes; `version` is the
+    /// membership version it counts its majority over (voters that know a newer one refuse).
+    Election { term: u64, version: u64 },
+    /// Bully: to `candidate`, from a higher node that is alive and will run itself.
+    Answer { term: u64, candidate: NodeId },
+    /// To `candidate`: the sender's one vote in `term`.
+    Vote { term: u64, candidate: NodeId },
+    /// Bully: the winner announces itself (its heartbeat number 0).
+    Coordinator {
+        term: u64,
+        seq: u64,
+        view: LeaderView,
+    },
+    /// The leader, every heartbeat interval; `seq` numbers the heartbeats of one leader.
+    Heartbeat {
+        term: u64,
+        seq: u64,
+        view: LeaderView,
+    },
+    /// Follower → everyone (broadcast, so peers know who is alive), for `leader`, echoing the
+    /// heartbeat it answers: the leader counts the contact from when it *sent* that heartbeat,
+    /// so acks delayed in a paused container extend nothing.
+    Ack {
+        term: u64,
+        seq: u64,
+        leader: NodeId,
+        version: u64,
+    },
+    /// Follower → leader over TCP: register me.
+    Join { term: u64 },
+    /// Leader → follower over TCP: you are a member, with this colour.
+    Joined {
+        term: u64,
+        colour: Colour,
+        view: LeaderView,
+    },
+}
+
+impl ElectionMessage {
+    pub fn term(&self) -> u64 {
+        match self {
+            ElectionMessage::Hello { term }
+            | ElectionMessage::Election { term, .. }
+            | ElectionMessage::Answer { term, .. }
+            | ElectionMessage::Vote { term, .. }
+            | ElectionMessage::Coordinator { term, .. }
+            | ElectionMessage::Heartbeat { term, .. }
+            | ElectionMessage::Ack { term, .. }
+            | ElectionMessage::Join { term }
+            | ElectionMessage::Joined { term, .. } => *term,
+        }
+    }
+}
+
+/// `leader-election status --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ElectionNodeStatus {
+    pub id: NodeId,
+    /// init | candidate | leader | follower
+    pub state: String,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub colour: Option<Colour>,
+    /// Members as this node knows them, with colours (the leader's view is authoritative).
+    pub members: Vec<MemberStatus>,
+    /// The agreed membership that majorities are counted over.
+    pub membership: Vec<NodeId>,
+    /// Votes (acks, for a leader) needed for a majority of that membership.
+    pub quorum: u32,
+    /// This node's recent terms as leader, wall-clock milliseconds since the Unix epoch: lets
+    /// an observer tell exactly whether two leaderships ever overlapped.
+    pub leaderships: Vec<Leadership>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    pub id: NodeId,
+    pub colour: Option<Colour>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Leadership {
+    pub term: u64,
+    pub from_ms: u64,
+    /// None while it lasts.
+    pub until_ms: Option<u64>,
 }
 
 /// The header's kind byte for each [`Message`] variant.
@@ -99,10 +218,12 @@ pub enum MessageKind {
     DispatcherStatus = 13,
     WorkerStatus = 14,
     Rejected = 15,
+    Election = 16,
+    ElectionStatus = 17,
 }
 
 impl MessageKind {
-    pub const ALL: [MessageKind; 15] = [
+    pub const ALL: [MessageKind; 17] = [
         MessageKind::Discover,
         MessageKind::Welcome,
         MessageKind::Register,
@@ -118,6 +239,8 @@ impl MessageKind {
         MessageKind::DispatcherStatus,
         MessageKind::WorkerStatus,
         MessageKind::Rejected,
+        MessageKind::Election,
+        MessageKind::ElectionStatus,
     ];
 
     pub fn from_u8(byte: u8) -> Option<MessageKind> {
@@ -143,6 +266,8 @@ impl Message {
             Message::DispatcherStatus(_) => MessageKind::DispatcherStatus,
             Message::WorkerStatus(_) => MessageKind::WorkerStatus,
             Message::Rejected { .. } => MessageKind::Rejected,
+            Message::Election(_) => MessageKind::Election,
+            Message::ElectionStatus(_) => MessageKind::ElectionStatus,
         }
     }
 }

@@ -1,0 +1,2 @@
+pub mod colouring;
+pub mod node;

@@ -1,0 +1,963 @@
+//! The election as a sans-IO state machine: [`Node::handle`] takes an input (a tick, a datagram,
+//! a registration) at a given instant and returns what to send. No sockets, no clocks, no
+//! randomness inside, so a simulation can drive many nodes through partitions deterministically.
+//!
+//! The protocol, in short:
+//! - **init**: broadcast `Hello` and collect peers until none is new for the settle timeout
+//!   (the seed's NEW_CLIENT_TIMEOUT). A leader's heartbeat heard meanwhile makes us its follower.
+//! - **bully election**: a candidate bumps its term and broadcasts `Election`. A higher node
+//!   that hears it replies `Answer` and runs itself; a lower one votes (one vote per term). A
+//!   candidate with votes from a majority of the *last agreed membership* (never of whoever it
+//!   can currently hear) wins and broadcasts `Coordinator`. A node only runs when it has heard
+//!   from a majority of that membership lately, so a cut-off node never inflates its term and,
+//!   healed, simply follows the majority's leader.
+//! - **terms** (as in Raft): nobody follows a lower term; a leader that sees a higher one steps
+//!   down; each node votes once per term.
+//! - **membership changes** (as in Raft's single-server changes): the leader adds or removes one
+//!   node at a time, and only once a majority of the current membership acked its version; a
+//!   voter refuses candidates with an older membership version or outside its membership. So
+//!   nodes left behind by a change can never form a majority of the membership they remember.
+//! - **leader**: broadcasts `Heartbeat` with the membership and colours; followers `Ack` each
+//!   one. The leader leads only while acks from a majority arrived within the lease; the lease is
+//!   shorter than the followers' leader timeout, so an old leader has stepped down before anyone
+//!   can elect a new one. With a majority reachable it removes members silent for the member
+//!   timeout (never below the minimum cluster size) and recolours.
+//! - **follower**: registers over TCP (`Join`) to get its colour; when heartbeats stop for the
+//!   leader timeout it starts an election. While it hears a leader it ignores elections, so a
+//!   resumed or reconnected node cannot depose a healthy leader.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use proto::{Colour, ElectionMessage, LeaderView, NodeId};
+use tokio::time::Instant;
+
+use crate::colouring::recolour;
+
+/// How many leaderships a node remembers for its status.
+const LEADERSHIPS_KEPT: usize = 16;
+/// How many sent heartbeats a leader remembers, to date the acks that echo them.
+const HEARTBEATS_KEPT: usize = 64;
+
+/// The protocol's clocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// Leader heartbeat (and init Hello) interval.
+    pub heartbeat: Duration,
+    /// A leader leads only while a majority acked within this; must be < `leader_timeout`.
+    pub lease: Duration,
+    /// A follower that hears no heartbeat for this long starts an election.
+    pub leader_timeout: Duration,
+    /// A member silent for this long is removed by the leader (when a majority is reachable).
+    pub member_timeout: Duration,
+    /// Init ends when no new peer appeared for this long (NEW_CLIENT_TIMEOUT).
+    pub settle: Duration,
+    /// How long a candidate waits for votes before trying again.
+    pub election: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            heartbeat: Duration::from_millis(200),
+            lease: Duration::from_millis(800),
+            leader_timeout: Duration::from_millis(1500),
+            member_timeout: Duration::from_millis(1500),
+            settle: Duration::from_millis(2000),
+            election: Duration::from_millis(500),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    /// Our TCP port, announced in heartbeats for followers to register on.
+    pub tcp_port: u16,
+    /// Majorities are never counted over fewer members than this (the seed's minimum is 3).
+    pub min_cluster_size: usize,
+    pub timing: Timing,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Init,
+    Candidate,
+    Leader,
+    Follower,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Init => "init",
+            Role::Candidate => "candidate",
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    Tick,
+    Datagram {
+        from: SocketAddr,
+        sender: NodeId,
+        message: ElectionMessage,
+    },
+    /// Our registration with `leader` was answered.
+    Joined {
+        leader: NodeId,
+        term: u64,
+        view: LeaderView,
+    },
+    /// Our registration with `leader` failed; try again later.
+    JoinFailed {
+        leader: NodeId,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    Broadcast(ElectionMessage),
+    SendTo(SocketAddr, ElectionMessage),
+    /// Register with the leader over TCP (`Join`), then feed the answer back as an input.
+    Join {
+        leader: NodeId,
+        addr: SocketAddr,
+        term: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct LeaderInfo {
+    id: NodeId,
+    udp: SocketAddr,
+    tcp: SocketAddr,
+    heard: Instant,
+}
+
+/// One term as leader: from when it won to when its lease ran out or it stepped down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tenure {
+    pub term: u64,
+    pub from: Instant,
+    pub until: Option<Instant>,
+}
+
+#[derive(Debug)]
+pub struct Node {
+    config: NodeConfig,
+    role: Role,
+    term: u64,
+    voted: Option<(u64, NodeId)>,
+    /// Everyone heard from, and where.
+    peers: BTreeMap<NodeId, (SocketAddr, Instant)>,
+    /// The last agreed membership: majorities are counted over it.
+    membership: BTreeSet<NodeId>,
+    /// False until a leader's membership was adopted (or we won): until then every node heard
+    /// joins the bootstrap membership, so sides discovered apart merge once they meet.
+    agreed: bool,
+    /// The membership's version: bumped by the leader on every change.
+    version: u64,
+    /// Leader: the membership version each member last acked.
+    acked_versions: BTreeMap<NodeId, u64>,
+    colours: BTreeMap<NodeId, Colour>,
+    leader: Option<LeaderInfo>,
+    last_new_peer: Instant,
+    last_broadcast: Option<Instant>,
+    /// Candidate: votes in the current term; `None` when not campaigning.
+    votes: Option<BTreeSet<NodeId>>,
+    next_election: Option<Instant>,
+    /// Leader: for each member, when we sent the latest heartbeat (or election) it answered.
+    acks: BTreeMap<NodeId, Instant>,
+    /// Leader: the heartbeats sent lately, by number.
+    sent: VecDeque<(u64, Instant)>,
+    next_seq: u64,
+    tenures: Vec<Tenure>,
+    /// Leader: when it won; it leads (holds a lease) only once a majority acked.
+    elected_at: Option<Instant>,
+    join_sent: Option<Instant>,
+    started: Instant,
+}
+
+impl Node {
+    pub fn new(config: NodeConfig, now: Instant) -> Self {
+        Node {
+            config,
+            role: Role::Init,
+            term: 0,
+            voted: None,
+            peers: BTreeMap::new(),
+            membership: BTreeSet::new(),
+            agreed: false,
+            version: 0,
+            acked_versions: BTreeMap::new(),
+            colours: BTreeMap::new(),
+            leader: None,
+            last_new_peer: now,
+            last_broadcast: None,
+            votes: None,
+            next_election: None,
+            acks: BTreeMap::new(),
+            sent: VecDeque::new(),
+            next_seq: 0,
+            tenures: Vec::new(),
+            elected_at: None,
+            join_sent: None,
+            started: now,
+        }
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+
+    pub fn term(&self) -> u64 {
+        self.term
+    }
+
+    /// The role as of `now`: a leader whose lease ran out is not a leader, even before its next
+    /// tick notices.
+    pub fn role(&self, now: Instant) -> Role {
+        if self.role == Role::Leader && !self.lease_valid(now) {
+            Role::Candidate
+        } else {
+            self.role
+        }
+    }
+
+    pub fn is_leader(&self, now: Instant) -> bool {
+        self.role(now) == Role::Leader
+    }
+
+    /// The leader this node follows (itself when leading), if it is current.
+    pub fn leader(&self, now: Instant) -> Option<NodeId> {
+        match self.role(now) {
+            Role::Leader => Some(self.id()),
+            Role::Follower => self.leader.as_ref().map(|l| l.id),
+            _ => None,
+        }
+    }
+
+    pub fn colour(&self) -> Option<Colour> {
+        self.colours.get(&self.id()).copied()
+    }
+
+    pub fn colours(&self) -> &BTreeMap<NodeId, Colour> {
+        &self.colours
+    }
+
+    pub fn membership(&self) -> &BTreeSet<NodeId> {
+        &self.membership
+    }
+
+    pub fn tenures(&self) -> &[Tenure] {
+        &self.tenures
+    }
+
+    /// Votes needed: a majority of the agreed membership, never of fewer than the minimum
+    /// cluster size (so a node that knows of nobody cannot elect itself).
+    pub fn quorum(&self) -> usize {
+        self.membership.len().max(self.config.min_cluster_size) / 2 + 1
+    }
+
+    pub fn handle(&mut self, now: Instant, input: Input) -> Vec<Output> {
+        let mut out = Vec::new();
+        match input {
+            Input::Tick => self.tick(now, &mut out),
+            Input::Datagram {
+                from,
+                sender,
+                message,
+            } if sender != self.id() => self.receive(now, from, sender, message, &mut out),
+            Input::Datagram { .. } => {} // our own broadcast coming back
+            Input::Joined { leader, term, view } => {
+                if self.leader.as_ref().is_some_and(|l| l.id == leader) {
+                    self.term = self.term.max(term);
+                    self.adopt_view(&view);
+                    self.join_sent = None;
+                    tracing::info!(leader, colour = ?self.colour(), "registered with leader {leader}");
+                }
+            }
+            Input::JoinFailed { leader } => {
+                tracing::debug!(leader, "registration failed; will retry");
+                self.join_sent = None;
+            }
+        }
+        out
+    }
+
+    /// A follower's registration, on the leader: add it to the membership and colour it.
+    pub fn join(
+        &mut self,
+        now: Instant,
+        sender: NodeId,
+    ) -> Result<(u64, Colour, LeaderView), String> {
+        if !self.is_leader(now) {
+            return Err(match self.leader(now) {
+                Some(leader) => format!("not the leader; {leader} is"),
+                None => "not the leader; there is none right now".to_string(),
+            });
+        }
+        if !self.membership.contains(&sender) {
+            if !self.membership_committed() {
+                return Err("a membership change is in progress; retry".to_string());
+            }
+            self.membership.insert(sender);
+            self.version += 1;
+            tracing::info!(
+                member = sender,
+                members = self.membership.len(),
+                version = self.version,
+                "node {sender} joined"
+            );
+        }
+        self.acks.insert(sender, now);
+        self.recolour(now);
+        let colour = self.colours.get(&sender).copied().unwrap_or(Colour::Red);
+        Ok((self.term, colour, self.view()))
+    }
+
+    fn tick(&mut self, now: Instant, out: &mut Vec<Output>) {
+        match self.role {
+            Role::Init => {
+                if self.due_broadcast(now) {
+                    out.push(Output::Broadcast(ElectionMessage::Hello {
+                        term: self.term,
+                    }));
+                }
+                if now.duration_since(self.last_new_peer) >= self.config.timing.settle {
+                    self.end_discovery(now, out);
+                }
+            }
+            Role::Follower => {
+                let silent = self.leader.as_ref().map(|l| now.duration_since(l.heard));
+                if silent.is_none_or(|s| s > self.config.timing.leader_timeout + self.jitter()) {
+                    let leader = self.leader.take().map(|l| l.id);
+                    // The bully: the highest remaining member runs at once; lower ones give it
+                    // an election timeout first, so the highest live node wins.
+                    let highest = self
+                        .membership
+                        .iter()
+                        .filter(|id| Some(**id) != leader)
+                        .max()
+                        == Some(&self.id());
+                    tracing::warn!(
+                        ?leader,
+                        silent_ms = silent.map(|s| s.as_millis() as u64),
+                        highest,
+                        "leader silent; election"
+                    );
+                    if highest {
+                        self.start_election(now, out);
+                    } else {
+                        self.role = Role::Candidate;
+                        self.next_election = Some(
+                            now + self.config.timing.election
+                                + self.rank_delay(now)
+                                + self.jitter(),
+                        );
+                    }
+                } else {
+                    self.join_if_needed(now, out);
+                }
+            }
+            Role::Candidate => {
+                // Keep saying we are here, so that peers can count us as reachable.
+                if self.due_broadcast(now) {
+                    out.push(Output::Broadcast(ElectionMessage::Hello {
+                        term: self.term,
+                    }));
+                }
+                if self.next_election.is_none_or(|at| now >= at) {
+                    self.start_election(now, out);
+                }
+            }
+            Role::Leader => {
+                if !self.lease_valid(now) {
+                    // Lost the lease, or (just elected) no majority acked within one lease.
+                    let elected_at = self.elected_at.unwrap_or(now);
+                    let deadline = self
+                        .lease_expiry()
+                        .unwrap_or(elected_at + self.config.timing.lease);
+                    if now > deadline {
+                        self.step_down(
+                            now,
+                            deadline,
+                            "no acks from a majority of the membership within the lease",
+                        );
+                        return;
+                    }
+                }
+                self.note_lease(now);
+                self.remove_silent_members(now);
+                self.recolour(now);
+                if self.due_broadcast(now) {
+                    let seq = self.record_heartbeat(now);
+                    out.push(Output::Broadcast(ElectionMessage::Heartbeat {
+                        term: self.term,
+                        seq,
+                        view: self.view(),
+                    }));
+                }
+            }
+        }
+    }
+
+    fn receive(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        sender: NodeId,
+        message: ElectionMessage,
+        out: &mut Vec<Output>,
+    ) {
+        if self.peers.insert(sender, (from, now)).is_none() {
+            if self.role == Role::Init {
+                tracing::info!(peer = sender, %from, "discovered node {sender}");
+                self.last_new_peer = now;
+            }
+            if !self.agreed && !self.membership.is_empty() {
+                self.membership.insert(sender);
+            }
+        }
+        let term = message.term();
+        let election = matches!(message, ElectionMessage::Election { .. });
+        // A higher term wins, except an election while we follow a live leader: ignoring those
+        // keeps a node that cannot hear the leader from deposing it.
+        if term > self.term && !(election && self.hears_leader(now)) {
+            if self.is_leader(now) || self.role == Role::Leader {
+                self.step_down(
+                    now,
+                    now,
+                    &format!("node {sender} is in the higher term {term}"),
+                );
+            }
+            self.term = term;
+            self.votes = None;
+        }
+        match message {
+            ElectionMessage::Hello { .. }
+            | ElectionMessage::Join { .. }
+            | ElectionMessage::Joined { .. } => {}
+            ElectionMessage::Election { term, version } => {
+                self.on_election(now, from, sender, term, version, out)
+            }
+            ElectionMessage::Answer { term, candidate } => {
+                if candidate == self.id()
+                    && term == self.term
+                    && self.role == Role::Candidate
+                    && self.votes.is_some()
+                {
+                    tracing::info!(
+                        higher = sender,
+                        term,
+                        "node {sender} is higher and alive; waiting for its coordinator message"
+                    );
+                    self.votes = None;
+                    self.next_election = Some(
+                        now + self.config.timing.leader_timeout
+                            + self.rank_delay(now)
+                            + self.jitter(),
+                    );
+                }
+            }
+            ElectionMessage::Vote { term, candidate } => {
+                // Only members' votes count: a node that restarted with a partial view must not
+                // win with votes from outside the membership it counts its majority over.
+                let member = self.membership.contains(&sender);
+                if candidate == self.id()
+                    && term == self.term
+                    && self.role == Role::Candidate
+                    && member
+                {
+                    if let Some(votes) = self.votes.as_mut() {
+                        // A vote is no lease: the voter may vote again in a higher term at once.
+                        // The lease starts with acks to our heartbeats, sent only by followers.
+                        votes.insert(sender);
+                        if votes.len() >= self.quorum() {
+                            self.become_leader(now, out);
+                        }
+                    }
+                }
+            }
+            ElectionMessage::Coordinator { term, seq, view }
+            | ElectionMessage::Heartbeat { term, seq, view } => {
+                self.on_heartbeat(now, from, sender, term, seq, view, out)
+            }
+            ElectionMessage::Ack {
+                term,
+                seq,
+                leader,
+                version,
+            } => {
+                if self.role == Role::Leader && leader == self.id() && term == self.term {
+                    let acked = self.acked_versions.entry(sender).or_insert(version);
+                    *acked = (*acked).max(version);
+                    let sent_at = self.sent.iter().find(|(s, _)| *s == seq).map(|(_, at)| *at);
+                    if let (true, Some(sent_at)) = (self.membership.contains(&sender), sent_at) {
+                        let latest = self.acks.entry(sender).or_insert(sent_at);
+                        *latest = (*latest).max(sent_at);
+                        self.note_lease(now);
+                    }
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_election(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        candidate: NodeId,
+        term: u64,
+        version: u64,
+        out: &mut Vec<Output>,
+    ) {
+        if self.is_leader(now) {
+            // Same or lower term (a higher one made us step down): answer with ourselves.
+            let seq = self.record_heartbeat(now);
+            out.push(Output::SendTo(
+                from,
+                ElectionMessage::Heartbeat {
+                    term: self.term,
+                    seq,
+                    view: self.view(),
+                },
+            ));
+            return;
+        }
+        if self.hears_leader(now) {
+            tracing::debug!(
+                candidate,
+                term,
+                "ignoring an election while the leader is alive"
+            );
+            return;
+        }
+        if term < self.term {
+            return;
+        }
+        // A restarted node has forgotten whom it acked: until any lease it fed has run out
+        // (the leader timeout is longer), it neither votes nor runs (Raft persists its vote for
+        // this; we wait instead).
+        if now.duration_since(self.started) < self.config.timing.leader_timeout {
+            tracing::debug!(candidate, term, "not voting yet: just started");
+            return;
+        }
+        // The bully: a higher node takes over, but only if its membership is as new as the
+        // candidate's; an out-of-date node could not win and votes instead.
+        if self.id() > candidate && self.version >= version {
+            out.push(Output::SendTo(
+                from,
+                ElectionMessage::Answer { term, candidate },
+            ));
+            if self.votes.is_none() {
+                tracing::info!(
+                    candidate,
+                    term,
+                    "lower node {candidate} runs; answering and running myself"
+                );
+                self.start_election(now, out);
+            }
+            return;
+        }
+        let stale =
+            version < self.version || (self.agreed && !self.membership.contains(&candidate));
+        if stale {
+            tracing::debug!(
+                candidate,
+                version,
+                "refusing a vote: the candidate's membership is out of date"
+            );
+            return;
+        }
+        if self.voted.is_none_or(|(t, c)| t < term || c == candidate) {
+            self.voted = Some((term, candidate));
+            if self.votes.is_some() {
+                // A higher node runs in our term: stand down for it.
+                self.votes = None;
+                self.next_election = Some(
+                    now + self.config.timing.leader_timeout + self.rank_delay(now) + self.jitter(),
+                );
+            }
+            if self.role == Role::Init || self.role == Role::Follower {
+                self.role = Role::Candidate;
+                self.next_election = Some(
+                    now + self.config.timing.leader_timeout + self.rank_delay(now) + self.jitter(),
+                );
+            }
+            tracing::info!(candidate, term, "voting for node {candidate}");
+            out.push(Output::SendTo(
+                from,
+                ElectionMessage::Vote { term, candidate },
+            ));
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_heartbeat(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        leader: NodeId,
+        term: u64,
+        seq: u64,
+        view: LeaderView,
+        out: &mut Vec<Output>,
+    ) {
+        if term < self.term {
+            return; // a stale leader
+        }
+        if self.role == Role::Leader {
+            // Same term, two winners cannot happen (one vote per node per term); be safe anyway.
+            if leader < self.id() {
+                return;
+            }
+            self.step_down(now, now, &format!("node {leader} leads in term {term}"));
+        }
+        let new_leader =
+            self.leader.as_ref().is_none_or(|l| l.id != leader) || self.role != Role::Follower;
+        self.role = Role::Follower;
+        self.votes = None;
+        self.next_election = None;
+        self.leader = Some(LeaderInfo {
+            id: leader,
+            udp: from,
+            tcp: SocketAddr::new(from.ip(), view.tcp_port),
+            heard: now,
+        });
+        self.adopt_view(&view);
+        if new_leader {
+            tracing::info!(leader, term, colour = ?self.colour(), "following leader {leader}");
+            self.join_sent = None;
+        }
+        out.push(Output::Broadcast(ElectionMessage::Ack {
+            term: self.term,
+            seq,
+            leader,
+            version: self.version,
+        }));
+        self.join_if_needed(now, out);
+    }
+
+    fn adopt_view(&mut self, view: &LeaderView) {
+        self.agreed = true;
+        self.version = view.version;
+        self.membership = view.membership.iter().copied().collect();
+        self.colours = view.colours.iter().copied().collect();
+    }
+
+    /// Registers with the leader while it does not count us as a member (again after a second
+    /// without answer).
+    fn join_if_needed(&mut self, now: Instant, out: &mut Vec<Output>) {
+        let Some(leader) = self.leader.as_ref() else {
+            return;
+        };
+        let member =
+            self.membership.contains(&self.config.id) && self.colours.contains_key(&self.config.id);
+        let waiting = self
+            .join_sent
+            .is_some_and(|at| now.duration_since(at) < Duration::from_secs(1));
+        if !member && !waiting {
+            out.push(Output::Join {
+                leader: leader.id,
+                addr: leader.tcp,
+                term: self.term,
+            });
+            self.join_sent = Some(now);
+        }
+    }
+
+    fn end_discovery(&mut self, now: Instant, out: &mut Vec<Output>) {
+        if self.membership.is_empty() {
+            self.membership = self.peers.keys().copied().chain([self.id()]).collect();
+        }
+        let highest = self.membership.iter().max() == Some(&self.id());
+        tracing::info!(members = ?self.membership, highest, "discovery settled");
+        if highest {
+            self.start_election(now, out);
+        } else {
+            // The bully: the highest node runs first; we run only if it stays silent.
+            self.role = Role::Candidate;
+            self.next_election = Some(
+                now + self.config.timing.leader_timeout + self.rank_delay(now) + self.jitter(),
+            );
+        }
+    }
+
+    fn start_election(&mut self, now: Instant, out: &mut Vec<Output>) {
+        if self.membership.is_empty() {
+            self.membership = self.peers.keys().copied().chain([self.id()]).collect();
+        }
+        self.role = Role::Candidate;
+        self.next_election =
+            Some(now + self.config.timing.election + self.rank_delay(now) + self.jitter());
+        // Run only if a majority could answer: a cut-off node that kept bumping its term would
+        // force a needless election when it comes back.
+        let window = self.config.timing.leader_timeout * 2;
+        let reachable = 1 + self
+            .membership
+            .iter()
+            .filter(|id| **id != self.id())
+            .filter(|id| {
+                self.peers
+                    .get(id)
+                    .is_some_and(|(_, seen)| now.duration_since(*seen) <= window)
+            })
+            .count();
+        if reachable < self.quorum() {
+            tracing::debug!(
+                reachable,
+                quorum = self.quorum(),
+                "not running: a majority of the membership is not reachable"
+            );
+            self.votes = None;
+            return;
+        }
+        self.term += 1;
+        self.role = Role::Candidate;
+        self.voted = Some((self.term, self.id()));
+        self.votes = Some([self.id()].into());
+        self.acks.clear();
+        self.next_election =
+            Some(now + self.config.timing.election + self.rank_delay(now) + self.jitter());
+        tracing::info!(
+            term = self.term,
+            quorum = self.quorum(),
+            members = self.membership.len(),
+            "running for leader"
+        );
+        out.push(Output::Broadcast(ElectionMessage::Election {
+            term: self.term,
+            version: self.version,
+        }));
+        if self.quorum() <= 1 {
+            self.become_leader(now, out);
+        }
+    }
+
+    fn become_leader(&mut self, now: Instant, out: &mut Vec<Output>) {
+        self.role = Role::Leader;
+        self.votes = None;
+        self.next_election = None;
+        self.leader = None;
+        self.agreed = true;
+        self.membership.insert(self.id());
+        self.acked_versions.clear();
+        self.acks.clear();
+        self.sent.clear();
+        self.elected_at = Some(now);
+        self.note_lease(now);
+        self.recolour(now);
+        tracing::info!(term = self.term, members = ?self.membership, "elected leader");
+        let seq = self.record_heartbeat(now);
+        out.push(Output::Broadcast(ElectionMessage::Coordinator {
+            term: self.term,
+            seq,
+            view: self.view(),
+        }));
+        self.last_broadcast = Some(now);
+    }
+
+    fn step_down(&mut self, now: Instant, until: Instant, why: &str) {
+        tracing::warn!(term = self.term, "stepping down as leader: {why}");
+        if let Some(tenure) = self.tenures.last_mut() {
+            tenure.until.get_or_insert(until.max(tenure.from));
+        }
+        self.elected_at = None;
+        self.role = Role::Candidate;
+        self.votes = None;
+        self.acks.clear();
+        self.next_election =
+            Some(now + self.config.timing.leader_timeout + self.rank_delay(now) + self.jitter());
+    }
+
+    /// Members silent for the member timeout leave the membership, but only while a majority
+    /// of the current membership is reachable and never below the minimum cluster size: a
+    /// leader cut off from the majority must not shrink the membership to one it can reach.
+    fn remove_silent_members(&mut self, now: Instant) {
+        let timeout = self.config.timing.member_timeout;
+        let tenure_start = self.elected_at.unwrap_or(now);
+        let mut silent: Vec<(Instant, NodeId)> = self
+            .membership
+            .iter()
+            .filter(|id| **id != self.id())
+            .filter_map(|id| {
+                let last = self.acks.get(id).copied().unwrap_or(tenure_start);
+                (now.duration_since(last) > timeout).then_some((last, *id))
+            })
+            .collect();
+        let reachable = self.membership.len() - silent.len();
+        let above_floor = self.membership.len() > self.config.min_cluster_size;
+        if silent.is_empty()
+            || reachable < self.quorum()
+            || !above_floor
+            || !self.membership_committed()
+        {
+            return;
+        }
+        // One at a time, the longest silent first; the next waits for this one to be acked.
+        silent.sort();
+        let (last, id) = silent[0];
+        self.membership.remove(&id);
+        self.acks.remove(&id);
+        self.acked_versions.remove(&id);
+        self.version += 1;
+        tracing::info!(
+            member = id,
+            silent_ms = now.duration_since(last).as_millis() as u64,
+            members = self.membership.len(),
+            version = self.version,
+            "removed silent node {id}"
+        );
+    }
+
+    /// Whether a majority of the membership (us included) acked its current version.
+    fn membership_committed(&self) -> bool {
+        let acked = self
+            .membership
+            .iter()
+            .filter(|id| {
+                **id == self.id()
+                    || self
+                        .acked_versions
+                        .get(id)
+                        .is_some_and(|v| *v >= self.version)
+            })
+            .count();
+        acked >= self.quorum()
+    }
+
+    /// Recolours the live members (us and those acked within the member timeout).
+    fn recolour(&mut self, now: Instant) {
+        let timeout = self.config.timing.member_timeout;
+        let live: BTreeSet<NodeId> = self
+            .membership
+            .iter()
+            .filter(|id| {
+                **id == self.id()
+                    || self
+                        .acks
+                        .get(id)
+                        .is_some_and(|at| now.duration_since(*at) <= timeout)
+            })
+            .copied()
+            .collect();
+        let next = recolour(&self.colours, &live, self.id());
+        if next != self.colours {
+            let changed: Vec<NodeId> = next
+                .iter()
+                .filter(|(id, c)| self.colours.get(id) != Some(c))
+                .map(|(id, _)| *id)
+                .collect();
+            tracing::info!(live = live.len(), ?changed, "recoloured");
+            self.colours = next;
+        }
+    }
+
+    fn view(&self) -> LeaderView {
+        LeaderView {
+            tcp_port: self.config.tcp_port,
+            membership: self.membership.iter().copied().collect(),
+            version: self.version,
+            colours: self.colours.iter().map(|(id, c)| (*id, *c)).collect(),
+        }
+    }
+
+    /// When the lease runs out: the (quorum − 1)-th most recent member ack plus the lease;
+    /// `None` when not even that many members ever acked (no lease at all).
+    fn lease_expiry(&self) -> Option<Instant> {
+        let needed = self.quorum() - 1;
+        let mut acks: Vec<Instant> = self
+            .membership
+            .iter()
+            .filter(|id| **id != self.id())
+            .filter_map(|id| self.acks.get(id).copied())
+            .collect();
+        acks.sort_unstable_by(|a, b| b.cmp(a));
+        acks.get(needed.checked_sub(1)?)
+            .map(|from| *from + self.config.timing.lease)
+    }
+
+    fn lease_valid(&self, now: Instant) -> bool {
+        // A quorum of one (a configured single-node cluster) needs nobody's acks.
+        self.quorum() <= 1 || self.lease_expiry().is_some_and(|expiry| now <= expiry)
+    }
+
+    fn hears_leader(&self, now: Instant) -> bool {
+        self.role == Role::Follower
+            && self
+                .leader
+                .as_ref()
+                .is_some_and(|l| now.duration_since(l.heard) <= self.config.timing.leader_timeout)
+    }
+
+    /// Opens a tenure the first time the lease holds in this term.
+    fn note_lease(&mut self, now: Instant) {
+        let open = self
+            .tenures
+            .last()
+            .is_some_and(|t| t.term == self.term && t.until.is_none());
+        if self.role == Role::Leader && !open && self.lease_valid(now) {
+            tracing::info!(term = self.term, "a majority acked: leading");
+            self.tenures.push(Tenure {
+                term: self.term,
+                from: now,
+                until: None,
+            });
+            if self.tenures.len() > LEADERSHIPS_KEPT {
+                self.tenures.remove(0);
+            }
+        }
+    }
+
+    /// Numbers a heartbeat about to be sent and remembers when.
+    fn record_heartbeat(&mut self, now: Instant) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.sent.push_back((seq, now));
+        if self.sent.len() > HEARTBEATS_KEPT {
+            self.sent.pop_front();
+        }
+        seq
+    }
+
+    fn due_broadcast(&mut self, now: Instant) -> bool {
+        let due = self
+            .last_broadcast
+            .is_none_or(|at| now.duration_since(at) >= self.config.timing.heartbeat);
+        if due {
+            self.last_broadcast = Some(now);
+        }
+        due
+    }
+
+    /// The bully's order in retries: one election timeout more per reachable higher member, so
+    /// the highest runs first and the lower ones are free to vote for it.
+    fn rank_delay(&self, now: Instant) -> Duration {
+        let window = self.config.timing.leader_timeout * 2;
+        let higher = self
+            .membership
+            .iter()
+            .filter(|id| **id > self.id())
+            .filter(|id| {
+                self.peers
+                    .get(id)
+                    .is_some_and(|(_, seen)| now.duration_since(*seen) <= window)
+            })
+            .count();
+        self.config.timing.election * higher as u32
+    }
+
+    /// A per-node, per-term spread of 0–300 ms, so candidates do not retry in lockstep.
+    fn jitter(&self) -> Duration {
+        let mixed = self.id().wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ self.term.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        Duration::from_millis((mixed >> 33) % 300)
+    }
+}
