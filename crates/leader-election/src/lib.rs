@@ -1,2 +1,6 @@
 pub mod colouring;
+pub mod config;
+pub mod daemon;
 pub mod node;
+
+pub use config::ElectionConfig;

@@ -1,0 +1,115 @@
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use clap::Args;
+use proto::NodeId;
+use proto::discovery::Targets;
+
+use crate::node::Timing;
+
+/// The election node's settings; defaults follow seed 002 where it has numbers.
+#[derive(Debug, Clone, Args)]
+pub struct ElectionConfig {
+    /// This node's id (highest wins). Default: its IPv4 address as a number.
+    #[arg(long, env = "HALAB_ID")]
+    pub id: Option<NodeId>,
+
+    /// UDP address for discovery, election messages and heartbeats.
+    #[arg(long, env = "HALAB_UDP_LISTEN", default_value = "0.0.0.0:7200")]
+    pub udp_listen: SocketAddr,
+
+    /// TCP address where the leader takes registrations and every node answers `status`.
+    #[arg(long, env = "HALAB_LISTEN", default_value = "0.0.0.0:7201")]
+    pub listen: SocketAddr,
+
+    /// Send broadcasts to these addresses instead of every interface's broadcast address on the
+    /// --udp-listen port (comma-separated; for loopback tests and networks without broadcast).
+    #[arg(long, env = "HALAB_PEERS", value_delimiter = ',')]
+    pub peers: Vec<SocketAddr>,
+
+    /// Majorities are never counted over fewer members than this (seed: minimum 3 nodes). Set
+    /// it to the cluster's full size to rule out a partition at first start electing two
+    /// leaders (before any membership was agreed); a restarted node forgets its membership too.
+    #[arg(long, env = "HALAB_MIN_CLUSTER_SIZE", default_value_t = 3)]
+    pub min_cluster_size: usize,
+
+    /// Leader heartbeat interval.
+    #[arg(long, env = "HALAB_HEARTBEAT_MS", default_value_t = 200)]
+    pub heartbeat_ms: u64,
+
+    /// A leader leads only while a majority acked within this; must be below --leader-timeout-ms.
+    #[arg(long, env = "HALAB_LEASE_MS", default_value_t = 800)]
+    pub lease_ms: u64,
+
+    /// Followers start an election after this long without a heartbeat.
+    #[arg(long, env = "HALAB_LEADER_TIMEOUT_MS", default_value_t = 1500)]
+    pub leader_timeout_ms: u64,
+
+    /// The leader removes (and stops colouring) members silent for this long.
+    #[arg(long, env = "HALAB_MEMBER_TIMEOUT_MS", default_value_t = 1500)]
+    pub member_timeout_ms: u64,
+
+    /// Discovery ends when no new node appeared for this long (the seed's NEW_CLIENT_TIMEOUT).
+    #[arg(long, env = "HALAB_SETTLE_MS", default_value_t = 2000)]
+    pub settle_ms: u64,
+
+    /// How long a candidate waits for votes before trying again.
+    #[arg(long, env = "HALAB_ELECTION_TIMEOUT_MS", default_value_t = 500)]
+    pub election_timeout_ms: u64,
+}
+
+impl ElectionConfig {
+    pub fn timing(&self) -> Timing {
+        let ms = Duration::from_millis;
+        Timing {
+            heartbeat: ms(self.heartbeat_ms),
+            lease: ms(self.lease_ms),
+            leader_timeout: ms(self.leader_timeout_ms),
+            member_timeout: ms(self.member_timeout_ms),
+            settle: ms(self.settle_ms),
+            election: ms(self.election_timeout_ms),
+        }
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.heartbeat_ms > 0, "--heartbeat-ms must be above 0");
+        anyhow::ensure!(
+            self.heartbeat_ms < self.lease_ms && self.lease_ms < self.leader_timeout_ms,
+            "need --heartbeat-ms < --lease-ms < --leader-timeout-ms (got {} / {} / {}): an old leader must step down before followers elect a new one",
+            self.heartbeat_ms,
+            self.lease_ms,
+            self.leader_timeout_ms
+        );
+        anyhow::ensure!(
+            self.min_cluster_size >= 1,
+            "--min-cluster-size must be at least 1"
+        );
+        Ok(())
+    }
+
+    pub fn targets(&self) -> Targets {
+        if self.peers.is_empty() {
+            Targets::Broadcast {
+                port: self.udp_listen.port(),
+            }
+        } else {
+            Targets::Fixed(self.peers.clone())
+        }
+    }
+
+    /// --id, or this host's IPv4 address as a number (the lowest, if it has several).
+    pub fn node_id(&self) -> anyhow::Result<NodeId> {
+        if let Some(id) = self.id {
+            return Ok(id);
+        }
+        let interfaces = if_addrs::get_if_addrs()?;
+        interfaces
+            .iter()
+            .filter_map(|iface| match iface.ip() {
+                IpAddr::V4(v4) if !v4.is_loopback() => Some(u64::from(u32::from(v4))),
+                _ => None,
+            })
+            .min()
+            .ok_or_else(|| anyhow::anyhow!("no IPv4 address to derive the node id from; pass --id"))
+    }
+}

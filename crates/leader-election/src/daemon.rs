@@ -1,0 +1,289 @@
+//! The I/O edges of an election node: one driver task owns the UDP socket and feeds the
+//! [`Node`] ticks and datagrams, carrying out what it returns; a TCP server takes
+//! registrations (on the leader) and status requests; a short task per registration.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use proto::discovery::Targets;
+use proto::udp::FrameSocket;
+use proto::{
+    Connection, ElectionMessage, ElectionNodeStatus, Frame, FrameCodec, Leadership, MemberStatus,
+    Message, NodeId,
+};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ElectionConfig;
+use crate::node::{Input, Node, NodeConfig, Output};
+
+/// How often the node's clock advances; well below every timeout.
+const TICK: Duration = Duration::from_millis(20);
+const JOIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The node, shared by the driver and the TCP server. Never held across an `.await`.
+#[derive(Debug, Clone)]
+pub struct SharedNode(Arc<Mutex<Node>>);
+
+impl SharedNode {
+    fn lock(&self) -> MutexGuard<'_, Node> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn status(&self) -> ElectionNodeStatus {
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let epoch_ms = |at: Instant| -> u64 {
+            let when = wall
+                .checked_sub(now.saturating_duration_since(at))
+                .unwrap_or(wall);
+            when.duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64)
+        };
+        let node = self.lock();
+        ElectionNodeStatus {
+            id: node.id(),
+            state: node.role(now).name().to_string(),
+            leader: node.leader(now),
+            term: node.term(),
+            colour: node.colour(),
+            members: node
+                .colours()
+                .iter()
+                .map(|(id, c)| MemberStatus {
+                    id: *id,
+                    colour: Some(*c),
+                })
+                .collect(),
+            membership: node.membership().iter().copied().collect(),
+            quorum: node.quorum() as u32,
+            leaderships: node
+                .tenures()
+                .iter()
+                .map(|t| Leadership {
+                    term: t.term,
+                    from_ms: epoch_ms(t.from),
+                    until_ms: t.until.map(epoch_ms),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Running {
+    pub id: NodeId,
+    pub udp_addr: SocketAddr,
+    pub tcp_addr: SocketAddr,
+    pub node: SharedNode,
+    tasks: JoinSet<()>,
+}
+
+impl Running {
+    pub async fn join(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+pub async fn start(
+    config: ElectionConfig,
+    codec: FrameCodec,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Running> {
+    config.validate()?;
+    let id = config.node_id()?;
+    let socket = FrameSocket::bind(config.udp_listen, codec.clone())
+        .with_context(|| format!("cannot bind {}", config.udp_listen))?;
+    let udp_addr = socket.local_addr()?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let tcp_addr = listener.local_addr()?;
+    let node_config = NodeConfig {
+        id,
+        tcp_port: tcp_addr.port(),
+        min_cluster_size: config.min_cluster_size,
+        timing: config.timing(),
+    };
+    let node = SharedNode(Arc::new(Mutex::new(Node::new(node_config, Instant::now()))));
+
+    let mut tasks = JoinSet::new();
+    tasks.spawn(drive(
+        socket,
+        config.targets(),
+        node.clone(),
+        codec.clone(),
+        shutdown.clone(),
+    ));
+    tasks.spawn(serve(listener, node.clone(), codec, shutdown));
+    tracing::info!(id, %udp_addr, %tcp_addr, min_cluster_size = config.min_cluster_size, "election node started in state init");
+    Ok(Running {
+        id,
+        udp_addr,
+        tcp_addr,
+        node,
+        tasks,
+    })
+}
+
+/// Feeds the node its clock and datagrams, and carries out its outputs.
+async fn drive(
+    mut socket: FrameSocket,
+    targets: Targets,
+    node: SharedNode,
+    codec: FrameCodec,
+    shutdown: CancellationToken,
+) {
+    let id = node.lock().id();
+    let (joined_tx, mut joined) = mpsc::channel::<Input>(8);
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        let input = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => Input::Tick,
+            Some(input) = joined.recv() => input,
+            received = socket.recv_from() => match received {
+                Ok((from, Ok(Frame { sender, message: Message::Election(message) }))) => Input::Datagram { from, sender, message },
+                Ok((from, Ok(frame))) => {
+                    tracing::debug!(%from, kind = ?frame.message.kind(), "ignoring a non-election datagram");
+                    continue;
+                }
+                Ok((from, Err(e))) => {
+                    tracing::warn!(%from, error = %e, "dropping bad datagram");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "receive failed");
+                    continue;
+                }
+            },
+        };
+        let outputs = node.lock().handle(Instant::now(), input);
+        for output in outputs {
+            match output {
+                Output::Broadcast(message) => {
+                    let frame = Frame::new(id, Message::Election(message));
+                    for target in targets.resolve() {
+                        // A disconnected network must not stop the others (or the node).
+                        if let Err(e) = socket.send_to(&frame, target).await {
+                            tracing::debug!(%target, error = %e, "broadcast failed");
+                        }
+                    }
+                }
+                Output::SendTo(to, message) => {
+                    if let Err(e) = socket
+                        .send_to(&Frame::new(id, Message::Election(message)), to)
+                        .await
+                    {
+                        tracing::debug!(%to, error = %e, "send failed");
+                    }
+                }
+                Output::Join { leader, addr, term } => {
+                    tokio::spawn(register(
+                        id,
+                        leader,
+                        addr,
+                        term,
+                        codec.clone(),
+                        joined_tx.clone(),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Registers with the leader over TCP and hands its answer back to the driver.
+async fn register(
+    id: NodeId,
+    leader: NodeId,
+    addr: SocketAddr,
+    term: u64,
+    codec: FrameCodec,
+    answers: mpsc::Sender<Input>,
+) {
+    let exchange = async {
+        let mut conn = Connection::connect(addr, codec).await?;
+        conn.send(id, Message::Election(ElectionMessage::Join { term }))
+            .await?;
+        match conn.read_frame().await? {
+            Some(Frame {
+                message: Message::Election(ElectionMessage::Joined { term, view, .. }),
+                ..
+            }) => Ok(Input::Joined { leader, term, view }),
+            Some(Frame {
+                message: Message::Rejected { reason },
+                ..
+            }) => anyhow::bail!("refused: {reason}"),
+            other => anyhow::bail!("unexpected answer {other:?}"),
+        }
+    };
+    let input = match tokio::time::timeout(JOIN_TIMEOUT, exchange).await {
+        Ok(Ok(input)) => input,
+        Ok(Err(e)) => {
+            tracing::info!(leader, %addr, "registration failed: {e:#}");
+            Input::JoinFailed { leader }
+        }
+        Err(_) => {
+            tracing::info!(leader, %addr, "registration timed out");
+            Input::JoinFailed { leader }
+        }
+    };
+    let _ = answers.send(input).await;
+}
+
+/// TCP: `Join` (answered by the leader only) and `StatusRequest`.
+async fn serve(
+    listener: TcpListener,
+    node: SharedNode,
+    codec: FrameCodec,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let Ok((stream, peer)) = accepted else {
+            continue;
+        };
+        let node = node.clone();
+        let codec = codec.clone();
+        tokio::spawn(async move {
+            let Ok(mut conn) = Connection::new(stream, codec) else {
+                return;
+            };
+            let answer = match tokio::time::timeout(JOIN_TIMEOUT, conn.read_frame()).await {
+                Ok(Ok(Some(Frame {
+                    message: Message::StatusRequest,
+                    ..
+                }))) => Message::ElectionStatus(node.status()),
+                Ok(Ok(Some(Frame {
+                    sender,
+                    message: Message::Election(ElectionMessage::Join { .. }),
+                }))) => match node.lock().join(Instant::now(), sender) {
+                    Ok((term, colour, view)) => {
+                        Message::Election(ElectionMessage::Joined { term, colour, view })
+                    }
+                    Err(reason) => Message::Rejected { reason },
+                },
+                Ok(Ok(Some(frame))) => Message::Rejected {
+                    reason: format!("unexpected {:?}", frame.message.kind()),
+                },
+                Ok(Ok(None)) | Err(_) => return,
+                Ok(Err(e)) => {
+                    tracing::warn!(%peer, error = %e, "dropping bad frame");
+                    return;
+                }
+            };
+            let id = node.lock().id();
+            let _ = conn.send(id, answer).await;
+        });
+    }
+}

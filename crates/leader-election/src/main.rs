@@ -1,0 +1,92 @@
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use halab_runtime::{ControlCommand, StatusArgs, control};
+use leader_election::ElectionConfig;
+use proto::{ElectionNodeStatus, Message};
+
+/// halab's leader election node (seed 002): discovers its peers by UDP broadcast, elects the
+/// highest id by the bully algorithm with majority quorums, and colours ⌈n/3⌉ nodes green.
+/// Every flag --some-name can also be set as HALAB_SOME_NAME.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(flatten)]
+    common: halab_runtime::CommonArgs,
+    #[command(flatten)]
+    config: ElectionConfig,
+    #[command(subcommand)]
+    command: Option<ControlCommand>,
+}
+
+fn main() -> ExitCode {
+    halab_runtime::run_main(run(Cli::parse()))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        None => {
+            let shutdown = halab_runtime::start_daemon(&cli.common)?;
+            leader_election::daemon::start(cli.config, cli.common.codec(), shutdown)
+                .await?
+                .join()
+                .await;
+            tracing::info!("election node stopped");
+            Ok(())
+        }
+        Some(ControlCommand::Status(args)) => {
+            control::print_status(&query(&cli, args).await?, args.json, table)
+        }
+        Some(ControlCommand::Healthcheck(args)) => query(&cli, args).await.map(drop),
+    }
+}
+
+async fn query(cli: &Cli, args: &StatusArgs) -> anyhow::Result<ElectionNodeStatus> {
+    let listen = cli.config.listen;
+    let addr = args
+        .status_addr
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], listen.port())));
+    match control::query_status(
+        addr,
+        cli.common.codec(),
+        Duration::from_millis(args.timeout_ms),
+    )
+    .await?
+    {
+        Message::ElectionStatus(status) => Ok(status),
+        other => anyhow::bail!("{addr} answered {:?}: not an election node", other.kind()),
+    }
+}
+
+fn table(status: &ElectionNodeStatus) -> String {
+    let mut out = String::new();
+    let leader = status.leader.map_or("none".to_string(), |l| l.to_string());
+    let colour = status
+        .colour
+        .map_or("none".to_string(), |c| format!("{c:?}").to_lowercase());
+    let _ = writeln!(
+        out,
+        "node {}: {} in term {}, leader {leader}, colour {colour}; membership {:?} (quorum {})",
+        status.id, status.state, status.term, status.membership, status.quorum
+    );
+    for member in &status.members {
+        let colour = member
+            .colour
+            .map_or("-".to_string(), |c| format!("{c:?}").to_lowercase());
+        let _ = writeln!(out, "  {:>12}  {colour}", member.id);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_follows_the_conventions() {
+        halab_runtime::assert_cli_conventions(super::Cli::command());
+    }
+}

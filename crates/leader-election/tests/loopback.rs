@@ -1,0 +1,145 @@
+//! Election nodes over loopback sockets (fixed peer lists instead of broadcast), with fast
+//! timers: the leader dying and a follower leaving. Waits poll for the awaited state with a
+//! generous deadline.
+
+use std::time::Duration;
+
+use clap::Parser;
+use leader_election::ElectionConfig;
+use leader_election::daemon::{self, Running};
+use proto::{Colour, FrameCodec};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+struct Args {
+    #[command(flatten)]
+    config: ElectionConfig,
+}
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+struct Cluster {
+    nodes: Vec<(Running, CancellationToken)>,
+}
+
+impl Cluster {
+    /// `n` nodes with ids 1..=n on 127.0.0.1, UDP ports picked by reserving then releasing.
+    async fn start(n: u64) -> Cluster {
+        let ports: Vec<u16> = (0..n)
+            .map(|_| {
+                std::net::UdpSocket::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .port()
+            })
+            .collect();
+        let peers = ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut nodes = Vec::new();
+        for (i, port) in ports.iter().enumerate() {
+            let config = Args::parse_from([
+                "leader-election".to_string(),
+                format!("--id={}", i + 1),
+                format!("--udp-listen=127.0.0.1:{port}"),
+                "--listen=127.0.0.1:0".to_string(),
+                format!("--peers={peers}"),
+                "--heartbeat-ms=100".to_string(),
+                "--lease-ms=400".to_string(),
+                "--leader-timeout-ms=800".to_string(),
+                "--member-timeout-ms=800".to_string(),
+                "--settle-ms=500".to_string(),
+                "--election-timeout-ms=250".to_string(),
+            ])
+            .config;
+            let shutdown = CancellationToken::new();
+            let running = daemon::start(config, FrameCodec::default(), shutdown.clone())
+                .await
+                .unwrap();
+            nodes.push((running, shutdown));
+        }
+        Cluster { nodes }
+    }
+
+    fn live(&self) -> impl Iterator<Item = &Running> {
+        self.nodes
+            .iter()
+            .filter(|(_, stop)| !stop.is_cancelled())
+            .map(|(r, _)| r)
+    }
+
+    /// The leader's id once exactly one live node leads, every live node follows it, and the
+    /// leader colours exactly the live nodes with ⌈n/3⌉ green.
+    fn converged(&self) -> Option<u64> {
+        let statuses: Vec<_> = self.live().map(|r| r.node.status()).collect();
+        let leaders: Vec<_> = statuses.iter().filter(|s| s.state == "leader").collect();
+        let [leader] = leaders[..] else { return None };
+        let live: Vec<u64> = statuses.iter().map(|s| s.id).collect();
+        let mut coloured: Vec<u64> = leader.members.iter().map(|m| m.id).collect();
+        coloured.sort();
+        let greens = leader
+            .members
+            .iter()
+            .filter(|m| m.colour == Some(Colour::Green))
+            .count();
+        let all_follow = statuses
+            .iter()
+            .all(|s| s.leader == Some(leader.id) && s.colour.is_some());
+        (all_follow && coloured == live && greens == live.len().div_ceil(3)).then_some(leader.id)
+    }
+
+    async fn wait_converged(&self, what: &str) -> u64 {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(leader) = self.converged() {
+                return leader;
+            }
+            let states: Vec<_> = self
+                .live()
+                .map(|r| r.node.status())
+                .map(|s| (s.id, s.state, s.leader, s.colour))
+                .collect();
+            assert!(
+                Instant::now() < deadline,
+                "no convergence ({what}): {states:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn stop(&self, id: u64) {
+        let (_, stop) = &self.nodes[id as usize - 1];
+        stop.cancel();
+    }
+}
+
+#[tokio::test]
+async fn the_highest_node_leads_and_a_third_is_green() {
+    let cluster = Cluster::start(5).await;
+    assert_eq!(cluster.wait_converged("start").await, 5);
+}
+
+#[tokio::test]
+async fn when_the_leader_dies_the_next_highest_leads_and_recolours() {
+    let cluster = Cluster::start(5).await;
+    assert_eq!(cluster.wait_converged("start").await, 5);
+    cluster.stop(5).await;
+    assert_eq!(cluster.wait_converged("after the leader died").await, 4);
+}
+
+#[tokio::test]
+async fn a_follower_leaving_is_recoloured_out() {
+    let cluster = Cluster::start(5).await;
+    assert_eq!(cluster.wait_converged("start").await, 5);
+    cluster.stop(1).await;
+    assert_eq!(cluster.wait_converged("after a follower left").await, 5);
+    let leader = cluster.live().find(|r| r.id == 5).unwrap().node.status();
+    assert!(
+        leader.members.iter().all(|m| m.id != 1),
+        "the departed follower is still coloured"
+    );
+}
