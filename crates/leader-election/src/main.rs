@@ -61,22 +61,33 @@ async fn query(cli: &Cli, args: &StatusArgs) -> anyhow::Result<ElectionNodeStatu
     }
 }
 
+/// Ids are IPv4 addresses as numbers by default: show them as addresses when they fit.
+fn show(id: u64) -> String {
+    u32::try_from(id).map_or(id.to_string(), |v4| {
+        format!("{} ({id})", std::net::Ipv4Addr::from(v4))
+    })
+}
+
 fn table(status: &ElectionNodeStatus) -> String {
     let mut out = String::new();
-    let leader = status.leader.map_or("none".to_string(), |l| l.to_string());
+    let leader = status.leader.map_or("none".to_string(), show);
     let colour = status
         .colour
         .map_or("none".to_string(), |c| format!("{c:?}").to_lowercase());
     let _ = writeln!(
         out,
-        "node {}: {} in term {}, leader {leader}, colour {colour}; membership {:?} (quorum {})",
-        status.id, status.state, status.term, status.membership, status.quorum
+        "node {}: {} in term {}, leader {leader}, colour {colour}; {} members, quorum {}",
+        show(status.id),
+        status.state,
+        status.term,
+        status.membership.len(),
+        status.quorum
     );
     for member in &status.members {
         let colour = member
             .colour
             .map_or("-".to_string(), |c| format!("{c:?}").to_lowercase());
-        let _ = writeln!(out, "  {:>12}  {colour}", member.id);
+        let _ = writeln!(out, "  {:<28}  {colour}", show(member.id));
     }
     out
 }

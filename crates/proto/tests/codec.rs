@@ -4,7 +4,8 @@
 use bytes::{BufMut, BytesMut};
 use proptest::prelude::*;
 use proto::{
-    ClusterKey, DispatcherStatus, Frame, FrameCodec, HEADER_LEN, Message, MessageKind, ProtoError,
+    ClusterKey, Colour, DispatcherStatus, ElectionMessage, ElectionNodeStatus, Frame, FrameCodec,
+    HEADER_LEN, LeaderView, Leadership, MemberStatus, Message, MessageKind, ProtoError,
     WorkerProcessStatus, WorkerRow, WorkerTaskStatus,
 };
 use tokio_util::codec::{Decoder, Encoder};
@@ -63,6 +64,56 @@ fn arb_task() -> impl Strategy<Value = WorkerTaskStatus> {
         )
 }
 
+fn arb_view() -> impl Strategy<Value = LeaderView> {
+    (
+        any::<u16>(),
+        prop::collection::vec(any::<u64>(), 0..8),
+        any::<u64>(),
+        prop::collection::vec((any::<u64>(), any::<bool>()), 0..8),
+    )
+        .prop_map(|(tcp_port, membership, version, colours)| LeaderView {
+            tcp_port,
+            membership,
+            version,
+            colours: colours
+                .into_iter()
+                .map(|(id, g)| (id, if g { Colour::Green } else { Colour::Red }))
+                .collect(),
+        })
+}
+
+fn arb_election() -> impl Strategy<Value = ElectionMessage> {
+    prop_oneof![
+        any::<u64>().prop_map(|term| ElectionMessage::Hello { term }),
+        (any::<u64>(), any::<u64>())
+            .prop_map(|(term, version)| ElectionMessage::Election { term, version }),
+        (any::<u64>(), any::<u64>())
+            .prop_map(|(term, candidate)| ElectionMessage::Answer { term, candidate }),
+        (any::<u64>(), any::<u64>())
+            .prop_map(|(term, candidate)| ElectionMessage::Vote { term, candidate }),
+        (any::<u64>(), any::<u64>(), arb_view())
+            .prop_map(|(term, seq, view)| ElectionMessage::Coordinator { term, seq, view }),
+        (any::<u64>(), any::<u64>(), arb_view())
+            .prop_map(|(term, seq, view)| ElectionMessage::Heartbeat { term, seq, view }),
+        (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+            |(term, seq, leader, version)| ElectionMessage::Ack {
+                term,
+                seq,
+                leader,
+                version
+            }
+        ),
+        any::<u64>().prop_map(|term| ElectionMessage::Join { term }),
+        (any::<u64>(), any::<bool>(), arb_view()).prop_map(|(term, g, view)| {
+            ElectionMessage::Joined {
+                term,
+                colour: if g { Colour::Green } else { Colour::Red },
+                view,
+            }
+        }),
+    ]
+}
+
 fn arb_message() -> impl Strategy<Value = Message> {
     prop_oneof![
         any::<u64>().prop_map(|nonce| Message::Discover { nonce }),
@@ -111,6 +162,36 @@ fn arb_message() -> impl Strategy<Value = Message> {
         prop::collection::vec(arb_task(), 0..8)
             .prop_map(|workers| Message::WorkerStatus(WorkerProcessStatus { workers })),
         ".{0,100}".prop_map(|reason| Message::Rejected { reason }),
+        arb_election().prop_map(Message::Election),
+        (
+            any::<u64>(),
+            "[a-z]{0,9}",
+            any::<u64>(),
+            prop::collection::vec(
+                (any::<u64>(), any::<u64>(), prop::option::of(any::<u64>())),
+                0..4
+            )
+        )
+            .prop_map(|(id, state, term, tenures)| Message::ElectionStatus(
+                ElectionNodeStatus {
+                    id,
+                    state,
+                    leader: Some(id),
+                    term,
+                    colour: Some(Colour::Green),
+                    members: vec![MemberStatus { id, colour: None }],
+                    membership: vec![id, term],
+                    quorum: 2,
+                    leaderships: tenures
+                        .into_iter()
+                        .map(|(term, from_ms, until_ms)| Leadership {
+                            term,
+                            from_ms,
+                            until_ms
+                        })
+                        .collect(),
+                }
+            )),
     ]
 }
 
