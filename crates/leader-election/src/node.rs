@@ -961,3 +961,358 @@ impl Node {
         Duration::from_millis((mixed >> 33) % 300)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(id: NodeId) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, id as u8], 7200))
+    }
+
+    fn node(id: NodeId, now: Instant) -> Node {
+        Node::new(
+            NodeConfig {
+                id,
+                tcp_port: 7201,
+                min_cluster_size: 3,
+                timing: Timing::default(),
+            },
+            now,
+        )
+    }
+
+    fn datagram(sender: NodeId, message: ElectionMessage) -> Input {
+        Input::Datagram {
+            from: addr(sender),
+            sender,
+            message,
+        }
+    }
+
+    fn view(membership: &[NodeId], version: u64) -> LeaderView {
+        LeaderView {
+            tcp_port: 7201,
+            membership: membership.to_vec(),
+            version,
+            colours: vec![],
+        }
+    }
+
+    /// A node that has been up long enough to vote, following `leader` in `term`.
+    fn follower(id: NodeId, leader: NodeId, term: u64, t0: Instant) -> (Node, Instant) {
+        let mut n = node(id, t0);
+        let now = t0 + Duration::from_secs(3);
+        n.handle(
+            now,
+            datagram(
+                leader,
+                ElectionMessage::Heartbeat {
+                    term,
+                    seq: 0,
+                    view: view(&[1, 2, 3], 1),
+                },
+            ),
+        );
+        assert_eq!(n.role(now), Role::Follower);
+        (n, now)
+    }
+
+    fn sent(outputs: &[Output]) -> Vec<&ElectionMessage> {
+        outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Broadcast(m) | Output::SendTo(_, m) => Some(m),
+                Output::Join { .. } => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn init_broadcasts_hello_and_the_highest_runs_once_discovery_settles() {
+        let t0 = Instant::now();
+        let mut n = node(3, t0);
+        let out = n.handle(t0, Input::Tick);
+        assert!(matches!(sent(&out)[..], [ElectionMessage::Hello { .. }]));
+        n.handle(t0, datagram(1, ElectionMessage::Hello { term: 0 }));
+        n.handle(t0, datagram(2, ElectionMessage::Hello { term: 0 }));
+        let out = n.handle(t0 + Duration::from_millis(2100), Input::Tick);
+        assert!(
+            sent(&out)
+                .iter()
+                .any(|m| matches!(m, ElectionMessage::Election { term: 1, .. }))
+        );
+        assert_eq!(n.role(t0 + Duration::from_millis(2100)), Role::Candidate);
+    }
+
+    #[test]
+    fn a_follower_ignores_elections_while_it_hears_its_leader() {
+        let t0 = Instant::now();
+        let (mut n, now) = follower(1, 3, 4, t0);
+        let out = n.handle(
+            now,
+            datagram(
+                2,
+                ElectionMessage::Election {
+                    term: 9,
+                    version: 1,
+                },
+            ),
+        );
+        assert!(sent(&out).is_empty(), "no vote while the leader is alive");
+        assert_eq!(n.term(), 4, "nor does it adopt the candidate's term");
+    }
+
+    #[test]
+    fn a_lower_node_votes_once_per_term_and_a_higher_one_answers() {
+        let t0 = Instant::now();
+        let (mut low, now) = follower(1, 3, 4, t0);
+        let later = now + Duration::from_secs(2); // leader silent
+        let out = low.handle(
+            later,
+            datagram(
+                2,
+                ElectionMessage::Election {
+                    term: 5,
+                    version: 1,
+                },
+            ),
+        );
+        assert!(matches!(
+            sent(&out)[..],
+            [ElectionMessage::Vote {
+                term: 5,
+                candidate: 2
+            }]
+        ));
+        let out = low.handle(
+            later,
+            datagram(
+                3,
+                ElectionMessage::Election {
+                    term: 5,
+                    version: 1,
+                },
+            ),
+        );
+        assert!(sent(&out).is_empty(), "already voted in term 5");
+
+        let (mut high, now) = follower(3, 9, 4, t0);
+        let later = now + Duration::from_secs(2);
+        let out = high.handle(
+            later,
+            datagram(
+                2,
+                ElectionMessage::Election {
+                    term: 5,
+                    version: 1,
+                },
+            ),
+        );
+        assert!(sent(&out).iter().any(|m| matches!(
+            m,
+            ElectionMessage::Answer {
+                term: 5,
+                candidate: 2
+            }
+        )));
+        assert!(
+            sent(&out)
+                .iter()
+                .any(|m| matches!(m, ElectionMessage::Election { term: 6, .. })),
+            "and runs itself"
+        );
+    }
+
+    #[test]
+    fn voters_refuse_candidates_with_an_older_membership() {
+        let t0 = Instant::now();
+        let (mut n, now) = follower(1, 3, 4, t0);
+        let later = now + Duration::from_secs(2);
+        let out = n.handle(
+            later,
+            datagram(
+                2,
+                ElectionMessage::Election {
+                    term: 5,
+                    version: 0,
+                },
+            ),
+        );
+        assert!(sent(&out).is_empty());
+    }
+
+    #[test]
+    fn a_just_started_node_does_not_vote() {
+        let t0 = Instant::now();
+        let mut n = node(1, t0);
+        let out = n.handle(
+            t0 + Duration::from_millis(100),
+            datagram(
+                2,
+                ElectionMessage::Election {
+                    term: 1,
+                    version: 0,
+                },
+            ),
+        );
+        assert!(sent(&out).is_empty());
+    }
+
+    #[test]
+    fn heartbeats_of_a_lower_term_are_ignored() {
+        let t0 = Instant::now();
+        let (mut n, now) = follower(1, 3, 4, t0);
+        n.handle(
+            now,
+            datagram(
+                2,
+                ElectionMessage::Heartbeat {
+                    term: 3,
+                    seq: 0,
+                    view: view(&[1, 2, 3], 1),
+                },
+            ),
+        );
+        assert_eq!(n.leader(now), Some(3));
+    }
+
+    /// Wins an election among {1, 2, 3} as node 3 and returns it with the instant.
+    fn elected(t0: Instant) -> (Node, Instant) {
+        let (mut n, now) = follower(3, 2, 1, t0);
+        let later = now + Duration::from_secs(2);
+        n.handle(later, Input::Tick); // leader 2 silent: 3 is the highest member and runs
+        let term = n.term();
+        let out = n.handle(
+            later,
+            datagram(1, ElectionMessage::Vote { term, candidate: 3 }),
+        );
+        assert!(
+            sent(&out)
+                .iter()
+                .any(|m| matches!(m, ElectionMessage::Coordinator { .. }))
+        );
+        (n, later)
+    }
+
+    #[test]
+    fn a_winner_leads_only_once_a_majority_acked_its_heartbeat() {
+        let t0 = Instant::now();
+        let (mut n, now) = elected(t0);
+        assert_eq!(n.role(now), Role::Candidate, "votes are no lease");
+        let term = n.term();
+        n.handle(
+            now,
+            datagram(
+                1,
+                ElectionMessage::Ack {
+                    term,
+                    seq: 0,
+                    leader: 3,
+                    version: 1,
+                },
+            ),
+        );
+        assert!(n.is_leader(now));
+        assert_eq!(n.tenures().len(), 1);
+    }
+
+    #[test]
+    fn a_leader_without_fresh_acks_steps_down_when_its_lease_ends() {
+        let t0 = Instant::now();
+        let (mut n, now) = elected(t0);
+        let term = n.term();
+        n.handle(
+            now,
+            datagram(
+                1,
+                ElectionMessage::Ack {
+                    term,
+                    seq: 0,
+                    leader: 3,
+                    version: 1,
+                },
+            ),
+        );
+        let after_lease = now + Duration::from_millis(900);
+        assert!(
+            !n.is_leader(after_lease),
+            "not a leader past the lease, even before a tick"
+        );
+        n.handle(after_lease, Input::Tick);
+        assert_eq!(
+            n.tenures()[0].until,
+            Some(now + Duration::from_millis(800)),
+            "the tenure ends when the lease did"
+        );
+    }
+
+    #[test]
+    fn a_late_ack_counts_from_when_its_heartbeat_was_sent() {
+        let t0 = Instant::now();
+        let (mut n, now) = elected(t0);
+        let term = n.term();
+        // The ack for heartbeat 0 arrives 2 s late (a paused follower): no lease from it.
+        let late = now + Duration::from_secs(2);
+        n.handle(
+            late,
+            datagram(
+                1,
+                ElectionMessage::Ack {
+                    term,
+                    seq: 0,
+                    leader: 3,
+                    version: 1,
+                },
+            ),
+        );
+        assert!(!n.is_leader(late));
+    }
+
+    #[test]
+    fn a_leader_that_sees_a_higher_term_steps_down() {
+        let t0 = Instant::now();
+        let (mut n, now) = elected(t0);
+        let term = n.term();
+        n.handle(
+            now,
+            datagram(
+                1,
+                ElectionMessage::Ack {
+                    term,
+                    seq: 0,
+                    leader: 3,
+                    version: 1,
+                },
+            ),
+        );
+        n.handle(
+            now,
+            datagram(
+                2,
+                ElectionMessage::Heartbeat {
+                    term: term + 1,
+                    seq: 0,
+                    view: view(&[1, 2, 3], 2),
+                },
+            ),
+        );
+        assert_eq!(n.role(now), Role::Follower);
+        assert_eq!(n.leader(now), Some(2));
+    }
+
+    #[test]
+    fn votes_from_outside_the_membership_do_not_count() {
+        let t0 = Instant::now();
+        let (mut n, now) = follower(3, 2, 1, t0);
+        let later = now + Duration::from_secs(2);
+        n.handle(later, Input::Tick);
+        let term = n.term();
+        n.handle(
+            later,
+            datagram(7, ElectionMessage::Vote { term, candidate: 3 }),
+        );
+        assert_eq!(n.role(later), Role::Candidate);
+        assert!(n.tenures().is_empty());
+    }
+}
