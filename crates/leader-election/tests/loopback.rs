@@ -7,7 +7,9 @@ use std::time::Duration;
 use clap::Parser;
 use leader_election::ElectionConfig;
 use leader_election::daemon::{self, Running};
-use proto::{Colour, FrameCodec};
+use proto::udp::FrameSocket;
+use proto::{ClusterKey, Colour, ElectionMessage, Frame, FrameCodec, LeaderView, Message};
+use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -26,6 +28,10 @@ struct Cluster {
 impl Cluster {
     /// `n` nodes with ids 1..=n on 127.0.0.1, UDP ports picked by reserving then releasing.
     async fn start(n: u64) -> Cluster {
+        Cluster::start_with(n, FrameCodec::default()).await
+    }
+
+    async fn start_with(n: u64, codec: FrameCodec) -> Cluster {
         let ports: Vec<u16> = (0..n)
             .map(|_| {
                 std::net::UdpSocket::bind("127.0.0.1:0")
@@ -57,7 +63,7 @@ impl Cluster {
             ])
             .config;
             let shutdown = CancellationToken::new();
-            let running = daemon::start(config, FrameCodec::default(), shutdown.clone())
+            let running = daemon::start(config, codec.clone(), shutdown.clone())
                 .await
                 .unwrap();
             nodes.push((running, shutdown));
@@ -142,4 +148,60 @@ async fn a_follower_leaving_is_recoloured_out() {
         leader.members.iter().all(|m| m.id != 1),
         "the departed follower is still coloured"
     );
+}
+
+/// With a cluster key, a process without it cannot claim leadership (a heartbeat from a huge
+/// term), and garbage on either port is dropped: the cluster keeps its leader and its term.
+#[tokio::test]
+async fn intruders_and_garbage_cannot_move_a_keyed_cluster() {
+    let key = ClusterKey::new("election-secret");
+    let cluster = Cluster::start_with(3, FrameCodec::new(1 << 20, Some(key))).await;
+    assert_eq!(cluster.wait_converged("start").await, 3);
+    let term_before = cluster.live().map(|r| r.node.status().term).max().unwrap();
+
+    let mut intruder =
+        FrameSocket::bind("127.0.0.1:0".parse().unwrap(), FrameCodec::default()).unwrap();
+    let claim = ElectionMessage::Heartbeat {
+        term: 1_000,
+        seq: 0,
+        view: LeaderView {
+            tcp_port: 1,
+            membership: vec![99],
+            version: 1_000,
+            colours: vec![],
+        },
+    };
+    let garbage = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for node in cluster.live() {
+        for _ in 0..5 {
+            intruder
+                .send_to(
+                    &Frame::new(99, Message::Election(claim.clone())),
+                    node.udp_addr,
+                )
+                .await
+                .unwrap();
+            garbage
+                .send_to(b"\x00\x00\x00\x03abc", node.udp_addr)
+                .await
+                .unwrap();
+        }
+        let mut tcp = tokio::net::TcpStream::connect(node.tcp_addr).await.unwrap();
+        tcp.write_all(&[0xff; 64]).await.unwrap();
+    }
+    // Nothing answers the intruder: it is not one of us.
+    let answer = tokio::time::timeout(Duration::from_millis(500), intruder.recv_from()).await;
+    assert!(
+        answer.is_err(),
+        "a node answered an unauthenticated peer: {answer:?}"
+    );
+    assert_eq!(cluster.wait_converged("after the intrusion").await, 3);
+    for node in cluster.live() {
+        let status = node.node.status();
+        assert_eq!(
+            status.term, term_before,
+            "the intruder's term was adopted: {status:?}"
+        );
+        assert!(!status.membership.contains(&99));
+    }
 }
