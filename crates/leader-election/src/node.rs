@@ -429,7 +429,7 @@ impl Node {
         // A higher term wins, except an election while we follow a live leader: ignoring those
         // keeps a node that cannot hear the leader from deposing it.
         if term > self.term && !(election && self.hears_leader(now)) {
-            if self.is_leader(now) || self.role == Role::Leader {
+            if self.role == Role::Leader {
                 self.step_down(
                     now,
                     now,
