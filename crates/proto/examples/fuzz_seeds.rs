@@ -1,0 +1,125 @@
+//! Writes one valid frame of every message kind, plain and keyed with the fuzz target's key,
+//! into the directory given (the fuzzer's seed corpus), so fuzzing starts past the header checks.
+//!   cargo run -p proto --example fuzz_seeds -- fuzz/corpus/decode
+
+use std::net::SocketAddr;
+
+use proto::{
+    ClusterKey, Colour, DispatcherStatus, ElectionMessage, ElectionNodeStatus, Frame, FrameCodec,
+    LeaderView, Message, WorkerProcessStatus,
+};
+
+fn samples() -> Vec<Message> {
+    let addr: SocketAddr = "172.30.77.2:7101".parse().expect("valid address");
+    let view = LeaderView {
+        tcp_port: 7201,
+        membership: vec![1, 2, 3],
+        version: 2,
+        colours: vec![(1, Colour::Green), (2, Colour::Red)],
+    };
+    vec![
+        Message::Discover { nonce: 7 },
+        Message::Welcome {
+            nonce: 7,
+            worker_id: 3,
+            dispatcher: addr,
+        },
+        Message::Register {
+            weight: 5,
+            heartbeat_ms: 1000,
+        },
+        Message::Registered { worker_id: 3 },
+        Message::StatusCheck { worker_id: 3 },
+        Message::Status { activated: false },
+        Message::Activate { worker_id: 3 },
+        Message::WorkerActivated,
+        Message::Report { activated: true },
+        Message::Heartbeat,
+        Message::Leaving,
+        Message::StatusRequest,
+        Message::DispatcherStatus(DispatcherStatus {
+            workers: vec![],
+            fairness_gap: 0.5,
+            fairness_bound: 1.0,
+            total_activations: 9,
+            active: 1,
+            max_active: 5,
+            uptime_ms: 1,
+            auth_failures: 0,
+            bad_frames: 0,
+        }),
+        Message::WorkerStatus(WorkerProcessStatus { workers: vec![] }),
+        Message::Rejected {
+            reason: "no".into(),
+        },
+        Message::Election(ElectionMessage::Hello { term: 1 }),
+        Message::Election(ElectionMessage::Election {
+            term: 2,
+            version: 1,
+        }),
+        Message::Election(ElectionMessage::Answer {
+            term: 2,
+            candidate: 1,
+        }),
+        Message::Election(ElectionMessage::Vote {
+            term: 2,
+            candidate: 3,
+        }),
+        Message::Election(ElectionMessage::Coordinator {
+            term: 2,
+            seq: 0,
+            view: view.clone(),
+        }),
+        Message::Election(ElectionMessage::Heartbeat {
+            term: 2,
+            seq: 4,
+            view: view.clone(),
+        }),
+        Message::Election(ElectionMessage::Ack {
+            term: 2,
+            seq: 4,
+            leader: 3,
+            version: 2,
+        }),
+        Message::Election(ElectionMessage::Join { term: 2 }),
+        Message::Election(ElectionMessage::Joined {
+            term: 2,
+            colour: Colour::Red,
+            view,
+        }),
+        Message::ElectionStatus(ElectionNodeStatus {
+            id: 3,
+            state: "leader".into(),
+            leader: Some(3),
+            term: 2,
+            colour: Some(Colour::Green),
+            members: vec![],
+            membership: vec![1, 2, 3],
+            quorum: 2,
+            leaderships: vec![],
+        }),
+    ]
+}
+
+fn main() -> std::io::Result<()> {
+    let dir = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "fuzz/corpus/decode".into());
+    std::fs::create_dir_all(&dir)?;
+    let codecs = [
+        ("plain", FrameCodec::default()),
+        (
+            "keyed",
+            FrameCodec::new(1 << 20, Some(ClusterKey::new("fuzz"))),
+        ),
+    ];
+    for (i, message) in samples().into_iter().enumerate() {
+        for (name, codec) in &codecs {
+            let datagram = codec
+                .encode_datagram(&Frame::new(i as u64, message.clone()))
+                .expect("samples encode");
+            std::fs::write(format!("{dir}/{i:02}-{name}"), datagram)?;
+        }
+    }
+    Ok(())
+}
