@@ -33,7 +33,6 @@ use shared::Shared;
 pub struct Running {
     pub tcp_addr: SocketAddr,
     pub discovery_addr: SocketAddr,
-    pub shared: Arc<Shared>,
     tasks: JoinSet<()>,
 }
 
@@ -87,7 +86,6 @@ pub async fn start(
     Ok(Running {
         tcp_addr,
         discovery_addr,
-        shared,
         tasks,
     })
 }

@@ -173,6 +173,36 @@ async fn workers_are_activated_by_weight_within_the_fairness_bound() {
         s.workers.len() == 6
     })
     .await;
+    // Each worker process reports its workers on its status port, with the ids they were given
+    // (polled: the dispatcher lists a worker just before the worker reads its confirmation).
+    let (fleet, _) = &fleets[2];
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let answer = halab_runtime::control::query_status(
+            fleet.status_addr,
+            codec.clone(),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        let Message::WorkerStatus(board) = answer else {
+            panic!("not a worker status: {answer:?}")
+        };
+        assert_eq!(board.workers.len(), 2);
+        assert!(board.workers.iter().all(|w| w.weight == 4), "{board:?}");
+        if board
+            .workers
+            .iter()
+            .all(|w| w.id.is_some() && w.registrations == 1)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "workers never reported their ids: {board:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut most_active = 0;
     let status = wait_for(d.tcp_addr, &codec, "70 activations", |s| {
         assert!(

@@ -37,10 +37,6 @@ impl FrameCodec {
         FrameCodec { max_frame_len, key }
     }
 
-    pub fn max_frame_len(&self) -> usize {
-        self.max_frame_len
-    }
-
     pub fn is_keyed(&self) -> bool {
         self.key.is_some()
     }
