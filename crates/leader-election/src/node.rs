@@ -1195,14 +1195,11 @@ mod tests {
         (n, later)
     }
 
-    #[test]
-    fn a_winner_leads_only_once_a_majority_acked_its_heartbeat() {
-        let t0 = Instant::now();
-        let (mut n, now) = elected(t0);
-        assert_eq!(n.role(now), Role::Candidate, "votes are no lease");
+    /// Node 1 acks the leader's (node 3's) first heartbeat, arriving at `at`.
+    fn ack_first_heartbeat(n: &mut Node, at: Instant) {
         let term = n.term();
         n.handle(
-            now,
+            at,
             datagram(
                 1,
                 ElectionMessage::Ack {
@@ -1213,6 +1210,14 @@ mod tests {
                 },
             ),
         );
+    }
+
+    #[test]
+    fn a_winner_leads_only_once_a_majority_acked_its_heartbeat() {
+        let t0 = Instant::now();
+        let (mut n, now) = elected(t0);
+        assert_eq!(n.role(now), Role::Candidate, "votes are no lease");
+        ack_first_heartbeat(&mut n, now);
         assert!(n.is_leader(now));
         assert_eq!(n.tenures().len(), 1);
     }
@@ -1221,19 +1226,7 @@ mod tests {
     fn a_leader_without_fresh_acks_steps_down_when_its_lease_ends() {
         let t0 = Instant::now();
         let (mut n, now) = elected(t0);
-        let term = n.term();
-        n.handle(
-            now,
-            datagram(
-                1,
-                ElectionMessage::Ack {
-                    term,
-                    seq: 0,
-                    leader: 3,
-                    version: 1,
-                },
-            ),
-        );
+        ack_first_heartbeat(&mut n, now);
         let after_lease = now + Duration::from_millis(900);
         assert!(
             !n.is_leader(after_lease),
@@ -1251,21 +1244,9 @@ mod tests {
     fn a_late_ack_counts_from_when_its_heartbeat_was_sent() {
         let t0 = Instant::now();
         let (mut n, now) = elected(t0);
-        let term = n.term();
         // The ack for heartbeat 0 arrives 2 s late (a paused follower): no lease from it.
         let late = now + Duration::from_secs(2);
-        n.handle(
-            late,
-            datagram(
-                1,
-                ElectionMessage::Ack {
-                    term,
-                    seq: 0,
-                    leader: 3,
-                    version: 1,
-                },
-            ),
-        );
+        ack_first_heartbeat(&mut n, late);
         assert!(!n.is_leader(late));
     }
 
@@ -1274,18 +1255,7 @@ mod tests {
         let t0 = Instant::now();
         let (mut n, now) = elected(t0);
         let term = n.term();
-        n.handle(
-            now,
-            datagram(
-                1,
-                ElectionMessage::Ack {
-                    term,
-                    seq: 0,
-                    leader: 3,
-                    version: 1,
-                },
-            ),
-        );
+        ack_first_heartbeat(&mut n, now);
         n.handle(
             now,
             datagram(

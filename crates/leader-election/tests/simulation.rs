@@ -99,13 +99,18 @@ impl Sim {
     }
 
     fn add(&mut self, id: NodeId) {
+        self.start_node(id, 0);
+    }
+
+    /// A node with fresh state, up, in `group`.
+    fn start_node(&mut self, id: NodeId, group: u8) {
         let node = Node::new(config(id, self.min_cluster_size), self.now);
         self.nodes.insert(
             id,
             SimNode {
                 node,
                 health: Health::Up,
-                group: 0,
+                group,
             },
         );
     }
@@ -315,15 +320,7 @@ impl Sim {
 
     /// A restarted container: same id, fresh state.
     fn restart(&mut self, id: NodeId) {
-        let node = Node::new(config(id, self.min_cluster_size), self.now);
-        self.nodes.insert(
-            id,
-            SimNode {
-                node,
-                health: Health::Up,
-                group: self.nodes[&id].group,
-            },
-        );
+        self.start_node(id, self.nodes[&id].group);
     }
 
     fn partition(&mut self, minority: &[NodeId]) {
