@@ -203,7 +203,6 @@ async fn workers_are_activated_by_weight_within_the_fairness_bound() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut most_active = 0;
     let status = wait_for(d.tcp_addr, &codec, "70 activations", |s| {
         assert!(
             s.active <= 2,
@@ -217,7 +216,6 @@ async fn workers_are_activated_by_weight_within_the_fairness_bound() {
     })
     .await;
     for w in &status.workers {
-        most_active = most_active.max(w.activations);
         assert!(w.activations > 0, "worker {} never activated", w.id);
     }
     let by_weight = |weight: u32| -> u64 {
@@ -231,10 +229,6 @@ async fn workers_are_activated_by_weight_within_the_fairness_bound() {
     assert!(
         by_weight(4) > by_weight(2) && by_weight(2) > by_weight(1),
         "activations do not follow the weights: {status:#?}"
-    );
-    assert_eq!(
-        status.workers.iter().map(|w| w.activations).max(),
-        Some(most_active)
     );
     d_stop.cancel();
     for (_, stop) in fleets {
