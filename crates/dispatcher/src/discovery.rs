@@ -38,8 +38,7 @@ pub async fn answer_discovery(
                 continue;
             }
             Err(e) => {
-                shared.count_rejected(&e);
-                tracing::warn!(%from, error = %e, "dropping bad discovery datagram");
+                shared.rejections.reject(from, "discovery datagram", &e);
                 continue;
             }
         };

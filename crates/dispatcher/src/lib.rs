@@ -66,6 +66,9 @@ pub async fn start(
         tcp_addr.port(),
         shutdown.clone(),
     ));
+    let reporter = shared.clone();
+    let reporter_shutdown = shutdown.clone();
+    tasks.spawn(async move { reporter.rejections.report(reporter_shutdown).await });
     tasks.spawn(server::serve(listener, shared.clone(), shutdown.clone()));
     tasks.spawn(activator::activate_periodically(
         shared.clone(),

@@ -53,8 +53,9 @@ async fn handle_connection(mut conn: Connection, shared: Arc<Shared>, shutdown: 
         Ok(Ok(Some(frame))) => frame,
         Ok(Ok(None)) => return,
         Ok(Err(e)) => {
-            shared.count_rejected(&e);
-            tracing::warn!(%peer, error = %e, "dropping connection: bad first frame");
+            shared
+                .rejections
+                .reject(peer, "first frame; connection dropped", &e);
             return;
         }
         Err(_) => {

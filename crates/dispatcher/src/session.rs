@@ -63,7 +63,7 @@ impl Session {
                     }
                     Ok(None) => break "connection closed".to_string(),
                     Err(e) => {
-                        self.shared.count_rejected(&e);
+                        self.shared.rejections.reject(self.conn.peer(), "frame from a worker", &e);
                         break format!("bad frame ({e})");
                     }
                 },

@@ -2,10 +2,10 @@
 //! `.await`), each worker session's command channel, and counters of rejected input.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use proto::{DispatcherStatus, FrameCodec, ProtoError, WorkerId};
+use halab_runtime::Rejections;
+use proto::{DispatcherStatus, FrameCodec, WorkerId};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -33,8 +33,8 @@ pub struct Shared {
     pub config: DispatcherConfig,
     pub codec: FrameCodec,
     started: Instant,
-    auth_failures: AtomicU64,
-    bad_frames: AtomicU64,
+    /// Every frame or datagram dropped as bad, counted exactly and logged within bounds.
+    pub rejections: Rejections,
 }
 
 impl Shared {
@@ -44,8 +44,7 @@ impl Shared {
             config,
             codec,
             started: Instant::now(),
-            auth_failures: AtomicU64::new(0),
-            bad_frames: AtomicU64::new(0),
+            rejections: Rejections::default(),
         }
     }
 
@@ -54,16 +53,6 @@ impl Shared {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Counts a frame or datagram that was dropped.
-    pub fn count_rejected(&self, error: &ProtoError) {
-        let counter = if error.is_auth_failure() {
-            &self.auth_failures
-        } else {
-            &self.bad_frames
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Removes a worker (if still there) and closes its session; logs why, once.
@@ -94,8 +83,9 @@ impl Shared {
         );
         let mut status = state.registry.status(now, bound, config.max_active);
         status.uptime_ms = now.duration_since(self.started).as_millis() as u64;
-        status.auth_failures = self.auth_failures.load(Ordering::Relaxed);
-        status.bad_frames = self.bad_frames.load(Ordering::Relaxed);
+        let dropped = self.rejections.totals();
+        status.auth_failures = dropped.auth_failures;
+        status.bad_frames = dropped.bad_frames;
         status
     }
 }

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
+use halab_runtime::Rejections;
 use proto::discovery::Targets;
 use proto::udp::FrameSocket;
 use proto::{
@@ -26,13 +27,17 @@ use crate::node::{Input, Node, NodeConfig, Output};
 const TICK: Duration = Duration::from_millis(20);
 const JOIN_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The node, shared by the driver and the TCP server. Never held across an `.await`.
+/// The node, shared by the driver and the TCP server (its lock never held across an `.await`),
+/// and the count of frames they dropped.
 #[derive(Debug, Clone)]
-pub struct SharedNode(Arc<Mutex<Node>>);
+pub struct SharedNode {
+    node: Arc<Mutex<Node>>,
+    rejections: Arc<Rejections>,
+}
 
 impl SharedNode {
     fn lock(&self) -> MutexGuard<'_, Node> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.node.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn status(&self) -> ElectionNodeStatus {
@@ -45,6 +50,7 @@ impl SharedNode {
             when.duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64)
         };
+        let dropped = self.rejections.totals();
         let node = self.lock();
         ElectionNodeStatus {
             id: node.id(),
@@ -71,6 +77,8 @@ impl SharedNode {
                     until_ms: t.until.map(epoch_ms),
                 })
                 .collect(),
+            auth_failures: dropped.auth_failures,
+            bad_frames: dropped.bad_frames,
         }
     }
 }
@@ -110,9 +118,15 @@ pub async fn start(
         min_cluster_size: config.min_cluster_size,
         timing: config.timing(),
     };
-    let node = SharedNode(Arc::new(Mutex::new(Node::new(node_config, Instant::now()))));
+    let node = SharedNode {
+        node: Arc::new(Mutex::new(Node::new(node_config, Instant::now()))),
+        rejections: Arc::new(Rejections::default()),
+    };
 
     let mut tasks = JoinSet::new();
+    let rejections = node.rejections.clone();
+    let reporter_shutdown = shutdown.clone();
+    tasks.spawn(async move { rejections.report(reporter_shutdown).await });
     tasks.spawn(drive(
         socket,
         config.targets(),
@@ -140,6 +154,7 @@ async fn drive(
     shutdown: CancellationToken,
 ) {
     let id = node.lock().id();
+    let rejections = node.rejections.clone();
     let (joined_tx, mut joined) = mpsc::channel::<Input>(8);
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -155,7 +170,7 @@ async fn drive(
                     continue;
                 }
                 Ok((from, Err(e))) => {
-                    tracing::warn!(%from, error = %e, "dropping bad datagram");
+                    rejections.reject(from, "datagram", &e);
                     continue;
                 }
                 Err(e) => {
@@ -278,7 +293,7 @@ async fn serve(
                 },
                 Ok(Ok(None)) | Err(_) => return,
                 Ok(Err(e)) => {
-                    tracing::warn!(%peer, error = %e, "dropping bad frame");
+                    node.rejections.reject(peer, "frame", &e);
                     return;
                 }
             };

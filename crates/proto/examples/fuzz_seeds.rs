@@ -97,6 +97,8 @@ fn samples() -> Vec<Message> {
             membership: vec![1, 2, 3],
             quorum: 2,
             leaderships: vec![],
+            auth_failures: 0,
+            bad_frames: 0,
         }),
     ]
 }

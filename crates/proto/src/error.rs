@@ -39,4 +39,24 @@ impl ProtoError {
     pub fn is_auth_failure(&self) -> bool {
         matches!(self, ProtoError::MissingAuthTag | ProtoError::BadAuthTag)
     }
+
+    /// A short fixed name for the kind of error, for counters and log summaries.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProtoError::Io(_) => "io",
+            ProtoError::FrameTooLarge { .. } => "too large",
+            ProtoError::FrameTooShort { .. } => "too short",
+            ProtoError::DatagramLength { .. } => "bad length",
+            ProtoError::BadMagic(_) => "bad magic",
+            ProtoError::UnsupportedVersion(_) => "bad version",
+            ProtoError::UnknownKind(_) => "unknown kind",
+            ProtoError::UnknownFlags(_) => "unknown flags",
+            ProtoError::KindMismatch { .. } => "kind mismatch",
+            ProtoError::Payload(_) => "bad payload",
+            ProtoError::TrailingBytes(_) => "trailing bytes",
+            ProtoError::MissingAuthTag => "no auth tag",
+            ProtoError::BadAuthTag => "bad auth tag",
+            ProtoError::Encode(_) => "encode",
+        }
+    }
 }

@@ -183,6 +183,10 @@ pub struct ElectionNodeStatus {
     /// This node's recent terms as leader, wall-clock milliseconds since the Unix epoch: lets
     /// an observer tell exactly whether two leaderships ever overlapped.
     pub leaderships: Vec<Leadership>,
+    /// Frames dropped for a missing or wrong auth tag, since start.
+    pub auth_failures: u64,
+    /// Frames dropped because they did not decode (or were replays), since start.
+    pub bad_frames: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -190,6 +190,8 @@ fn arb_message() -> impl Strategy<Value = Message> {
                             until_ms
                         })
                         .collect(),
+                    auth_failures: term,
+                    bad_frames: id,
                 }
             )),
     ]

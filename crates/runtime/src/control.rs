@@ -2,12 +2,15 @@
 //! `status` / `healthcheck` subcommands ask for it.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use proto::{Connection, FrameCodec, Message};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+use crate::Rejections;
 
 /// Asks the daemon at `addr` for its status.
 pub async fn query_status(
@@ -57,6 +60,10 @@ pub async fn serve_status(
     shutdown: CancellationToken,
     status: impl Fn() -> Message + Clone + Send + 'static,
 ) {
+    let rejections = Arc::new(Rejections::default());
+    let reporter = rejections.clone();
+    let reporter_shutdown = shutdown.clone();
+    tokio::spawn(async move { reporter.report(reporter_shutdown).await });
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -71,6 +78,7 @@ pub async fn serve_status(
         };
         let codec = codec.clone();
         let status = status.clone();
+        let rejections = rejections.clone();
         tokio::spawn(async move {
             let Ok(mut conn) = Connection::new(stream, codec) else {
                 return;
@@ -85,9 +93,7 @@ pub async fn serve_status(
                     let _ = conn.send(0, Message::Rejected { reason }).await;
                 }
                 Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(%peer, error = %e, "dropping bad frame on the status port")
-                }
+                Err(e) => rejections.reject(peer, "frame on the status port", &e),
             }
         });
     }

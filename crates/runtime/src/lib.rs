@@ -5,9 +5,11 @@
 pub mod cli;
 pub mod control;
 pub mod logging;
+pub mod rejects;
 pub mod shutdown;
 
 pub use cli::{CommonArgs, ControlCommand, StatusArgs, assert_cli_conventions};
+pub use rejects::Rejections;
 pub use shutdown::shutdown_on_signal;
 
 use std::process::ExitCode;
