@@ -281,6 +281,7 @@ impl Registry {
             uptime_ms: 0,
             auth_failures: 0,
             bad_frames: 0,
+            replayed: 0,
         }
     }
 }

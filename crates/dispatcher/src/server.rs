@@ -23,12 +23,13 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((stream, _)) => {
+            Ok((stream, peer)) => {
                 let shared = shared.clone();
                 let shutdown = shutdown.clone();
                 tokio::spawn(async move {
-                    let Ok(conn) = Connection::new(stream, shared.codec.clone()) else {
-                        return;
+                    let conn = match Connection::new(stream, shared.codec.clone()).await {
+                        Ok(conn) => conn,
+                        Err(e) => return shared.rejections.reject(peer, "handshake", &e),
                     };
                     handle_connection(conn, shared, shutdown).await;
                 });

@@ -86,6 +86,7 @@ impl Shared {
         let dropped = self.rejections.totals();
         status.auth_failures = dropped.auth_failures;
         status.bad_frames = dropped.bad_frames;
+        status.replayed = dropped.replayed;
         status
     }
 }

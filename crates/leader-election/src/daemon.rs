@@ -79,6 +79,7 @@ impl SharedNode {
                 .collect(),
             auth_failures: dropped.auth_failures,
             bad_frames: dropped.bad_frames,
+            replayed: dropped.replayed,
         }
     }
 }
@@ -184,11 +185,8 @@ async fn drive(
             match output {
                 Output::Broadcast(message) => {
                     let frame = Frame::new(id, Message::Election(message));
-                    for target in targets.resolve() {
-                        // A disconnected network must not stop the others (or the node).
-                        if let Err(e) = socket.send_to(&frame, target).await {
-                            tracing::debug!(%target, error = %e, "broadcast failed");
-                        }
+                    if let Err(e) = socket.send_to_all(&frame, &targets.resolve()).await {
+                        tracing::debug!(error = %e, "broadcast failed on some network");
                     }
                 }
                 Output::SendTo(to, message) => {
@@ -271,8 +269,9 @@ async fn serve(
         let node = node.clone();
         let codec = codec.clone();
         tokio::spawn(async move {
-            let Ok(mut conn) = Connection::new(stream, codec) else {
-                return;
+            let mut conn = match Connection::new(stream, codec).await {
+                Ok(conn) => conn,
+                Err(e) => return node.rejections.reject(peer, "handshake", &e),
             };
             let answer = match tokio::time::timeout(JOIN_TIMEOUT, conn.read_frame()).await {
                 Ok(Ok(Some(Frame {

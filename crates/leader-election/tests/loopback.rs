@@ -2,6 +2,7 @@
 //! timers: the leader dying and a follower leaving. Waits poll for the awaited state with a
 //! generous deadline.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
@@ -9,6 +10,7 @@ use leader_election::ElectionConfig;
 use leader_election::daemon::{self, Running};
 use proto::udp::FrameSocket;
 use proto::{ClusterKey, Colour, ElectionMessage, Frame, FrameCodec, LeaderView, Message};
+use testkit::{TcpRecorder, UdpRecorder, replay_tcp, replay_udp};
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +34,15 @@ impl Cluster {
     }
 
     async fn start_with(n: u64, codec: FrameCodec) -> Cluster {
+        Cluster::start_overheard(n, codec, None).await
+    }
+
+    /// As [`Cluster::start_with`], with every node also broadcasting to `eavesdropper`.
+    async fn start_overheard(
+        n: u64,
+        codec: FrameCodec,
+        eavesdropper: Option<SocketAddr>,
+    ) -> Cluster {
         let ports: Vec<u16> = (0..n)
             .map(|_| {
                 std::net::UdpSocket::bind("127.0.0.1:0")
@@ -44,6 +55,7 @@ impl Cluster {
         let peers = ports
             .iter()
             .map(|p| format!("127.0.0.1:{p}"))
+            .chain(eavesdropper.map(|e| e.to_string()))
             .collect::<Vec<_>>()
             .join(",");
         let mut nodes = Vec::new();
@@ -204,4 +216,124 @@ async fn intruders_and_garbage_cannot_move_a_keyed_cluster() {
         );
         assert!(!status.membership.contains(&99));
     }
+}
+
+fn keyed() -> FrameCodec {
+    FrameCodec::new(1 << 20, Some(ClusterKey::new("election-secret")))
+}
+
+/// The attack of issue 6: the leader's signed datagrams captured off the wire, the leader
+/// killed, and the captured bytes sent again every 50 ms. Each is refused as a repeat, and the
+/// followers elect a new leader while the replay goes on.
+#[tokio::test]
+async fn a_dead_leaders_captured_heartbeats_replayed_cannot_hold_off_an_election() {
+    let recorder = UdpRecorder::start().await;
+    let cluster = Cluster::start_overheard(3, keyed(), Some(recorder.addr)).await;
+    assert_eq!(cluster.wait_converged("start").await, 3);
+    let leader_addr = cluster.live().find(|r| r.id == 3).unwrap().udp_addr;
+    let deadline = Instant::now() + PATIENCE;
+    while recorder.from(leader_addr).len() < 10 {
+        assert!(
+            Instant::now() < deadline,
+            "nothing captured from the leader"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.stop(3).await;
+    let captured = recorder.from(leader_addr);
+    let followers: Vec<SocketAddr> = cluster.live().map(|r| r.udp_addr).collect();
+
+    let deadline = Instant::now() + PATIENCE;
+    while cluster.converged() != Some(2) {
+        assert!(
+            Instant::now() < deadline,
+            "no new leader while the replay ran"
+        );
+        replay_udp(&captured, &followers).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for node in cluster.live() {
+        let status = node.node.status();
+        assert!(
+            status.replayed >= captured.len() as u64,
+            "node {} counted {} replays of {} sent",
+            status.id,
+            status.replayed,
+            captured.len()
+        );
+        assert_eq!(status.auth_failures, 0);
+    }
+}
+
+/// A registration and a status request recorded on their way to a node and sent again on a
+/// new connection: the node answers neither, counts them, and keeps serving.
+#[tokio::test]
+async fn recorded_tcp_requests_replayed_are_refused() {
+    let codec = keyed();
+    let cluster = Cluster::start_with(3, codec.clone()).await;
+    assert_eq!(cluster.wait_converged("start").await, 3);
+    let leader = cluster.live().find(|r| r.id == 3).unwrap();
+    let recorder = TcpRecorder::start(leader.tcp_addr).await;
+
+    // A legitimate status request through the recorder is answered.
+    let status =
+        halab_runtime::control::query_status(recorder.addr, codec.clone(), Duration::from_secs(5))
+            .await
+            .unwrap();
+    assert!(matches!(status, Message::ElectionStatus(_)));
+    // And a legitimate registration (from a node the leader already counts).
+    let mut conn = proto::Connection::connect(recorder.addr, codec.clone())
+        .await
+        .unwrap();
+    conn.send(2, Message::Election(ElectionMessage::Join { term: 1 }))
+        .await
+        .unwrap();
+    let joined = conn.read_frame().await.unwrap().unwrap();
+    assert!(matches!(
+        joined.message,
+        Message::Election(ElectionMessage::Joined { .. })
+    ));
+    drop(conn);
+
+    let recorded = recorder.recorded();
+    assert_eq!(recorded.len(), 2);
+    for bytes in &recorded {
+        let answer = replay_tcp(leader.tcp_addr, bytes, Duration::from_secs(2)).await;
+        // The node's own handshake comes back, and nothing else.
+        let (frames, first) = frames_in(&codec, &answer);
+        assert_eq!(frames, 1, "a replayed request was answered");
+        assert!(matches!(first, Some(Message::Handshake { .. })));
+    }
+    let counted = leader.node.status().auth_failures;
+    assert!(counted >= 2, "replays counted: {counted}");
+    assert_eq!(cluster.wait_converged("after the replays").await, 3);
+    let status =
+        halab_runtime::control::query_status(leader.tcp_addr, codec, Duration::from_secs(5))
+            .await
+            .unwrap();
+    assert!(matches!(status, Message::ElectionStatus(_)));
+}
+
+/// How many length-prefixed frames a byte stream holds, and the first one decoded (it is the
+/// handshake, which is bound to no connection).
+fn frames_in(codec: &FrameCodec, bytes: &[u8]) -> (usize, Option<Message>) {
+    let mut count = 0;
+    let mut rest = bytes;
+    while rest.len() >= 4 {
+        let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        if rest.len() < 4 + len {
+            break;
+        }
+        rest = &rest[4 + len..];
+        count += 1;
+    }
+    let first = codec.decode_datagram(first_frame(bytes)).ok();
+    (count, first.map(|f| f.message))
+}
+
+fn first_frame(bytes: &[u8]) -> &[u8] {
+    let len = bytes
+        .get(..4)
+        .map_or(0, |p| u32::from_be_bytes([p[0], p[1], p[2], p[3]]) as usize);
+    &bytes[..(4 + len).min(bytes.len())]
 }

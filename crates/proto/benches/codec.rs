@@ -36,6 +36,7 @@ fn status_frame(rows: usize) -> Frame {
             uptime_ms: 60_000,
             auth_failures: 0,
             bad_frames: 0,
+            replayed: 0,
         }),
     )
 }

@@ -47,6 +47,7 @@ fn samples() -> Vec<Message> {
             uptime_ms: 1,
             auth_failures: 0,
             bad_frames: 0,
+            replayed: 0,
         }),
         Message::WorkerStatus(WorkerProcessStatus { workers: vec![] }),
         Message::Rejected {
@@ -99,6 +100,7 @@ fn samples() -> Vec<Message> {
             leaderships: vec![],
             auth_failures: 0,
             bad_frames: 0,
+            replayed: 0,
         }),
     ]
 }

@@ -5,8 +5,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::error::ProtoError;
-use crate::frame::{ClusterKey, HEADER_LEN, read_body, write_body};
-use crate::message::{Frame, Message, MessageKind};
+use crate::frame::{ClusterKey, HEADER_LEN, Outgoing, Stamp, read_body, write_body};
+use crate::message::{Frame, Message, MessageKind, Nonce};
 
 /// Default largest frame body accepted or sent: 1 MiB.
 pub const DEFAULT_MAX_FRAME_LEN: usize = 1 << 20;
@@ -19,11 +19,24 @@ fn bincode_config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<BINCODE_LIMIT>()
 }
 
-/// Encodes and decodes [`Frame`]s. Clone one per connection; it holds no stream state.
+/// Encodes and decodes [`Frame`]s. Clone one per connection: once [`crate::Connection`]'s
+/// handshake binds it to a session, it numbers and checks that connection's frames.
 #[derive(Debug, Clone)]
 pub struct FrameCodec {
     max_frame_len: usize,
     key: Option<ClusterKey>,
+    session: Option<Session>,
+}
+
+/// One TCP connection's freshness state.
+#[derive(Debug, Clone, Copy)]
+struct Session {
+    /// Our nonce: frames we receive are tagged over it.
+    local: Nonce,
+    /// The peer's nonce: frames we send are tagged over it.
+    peer: Nonce,
+    sent: u64,
+    received: u64,
 }
 
 impl Default for FrameCodec {
@@ -34,15 +47,41 @@ impl Default for FrameCodec {
 
 impl FrameCodec {
     pub fn new(max_frame_len: usize, key: Option<ClusterKey>) -> Self {
-        FrameCodec { max_frame_len, key }
+        FrameCodec {
+            max_frame_len,
+            key,
+            session: None,
+        }
+    }
+
+    /// From now on, frames are numbered from 1 in each direction and tagged over the
+    /// receiver's nonce.
+    pub(crate) fn bind_session(&mut self, local: Nonce, peer: Nonce) {
+        self.session = Some(Session {
+            local,
+            peer,
+            sent: 0,
+            received: 0,
+        });
     }
 
     pub fn is_keyed(&self) -> bool {
         self.key.is_some()
     }
 
-    /// Encodes one frame, length prefix included, into `dst`.
+    /// Encodes one frame, length prefix included, into `dst`, with an empty stamp (a frame
+    /// outside any stream: tests, tools).
     pub fn encode_into(&self, frame: &Frame, dst: &mut BytesMut) -> Result<(), ProtoError> {
+        self.encode_stamped(frame, Stamp::default(), &[], dst)
+    }
+
+    pub(crate) fn encode_stamped(
+        &self,
+        frame: &Frame,
+        stamp: Stamp,
+        binding: &[u8],
+        dst: &mut BytesMut,
+    ) -> Result<(), ProtoError> {
         let payload = bincode::serde::encode_to_vec(&frame.message, bincode_config())
             .map_err(|e| ProtoError::Encode(e.to_string()))?;
         let body_len = HEADER_LEN + payload.len() + self.key.as_ref().map_or(0, |_| crate::TAG_LEN);
@@ -54,25 +93,42 @@ impl FrameCodec {
         }
         dst.reserve(4 + body_len);
         dst.put_u32(body_len as u32);
-        write_body(
-            dst,
-            frame.message.kind() as u8,
-            frame.sender,
-            &payload,
-            self.key.as_ref(),
-        );
+        let outgoing = Outgoing {
+            kind: frame.message.kind() as u8,
+            sender: frame.sender,
+            stamp,
+            payload: &payload,
+        };
+        write_body(dst, outgoing, self.key.as_ref(), binding);
         Ok(())
     }
 
-    /// One whole frame as one UDP datagram.
+    /// One whole frame as one UDP datagram, with an empty stamp.
     pub fn encode_datagram(&self, frame: &Frame) -> Result<Bytes, ProtoError> {
+        self.encode_datagram_stamped(frame, Stamp::default())
+    }
+
+    pub(crate) fn encode_datagram_stamped(
+        &self,
+        frame: &Frame,
+        stamp: Stamp,
+    ) -> Result<Bytes, ProtoError> {
         let mut buf = BytesMut::new();
-        self.encode_into(frame, &mut buf)?;
+        self.encode_stamped(frame, stamp, &[], &mut buf)?;
         Ok(buf.freeze())
     }
 
     /// Decodes a datagram that must hold exactly one frame.
     pub fn decode_datagram(&self, datagram: &[u8]) -> Result<Frame, ProtoError> {
+        self.decode_datagram_stamped(datagram)
+            .map(|(frame, _)| frame)
+    }
+
+    /// A datagram's frame and its stamp (for the receiver's replay window).
+    pub(crate) fn decode_datagram_stamped(
+        &self,
+        datagram: &[u8],
+    ) -> Result<(Frame, Stamp), ProtoError> {
         if datagram.len() < 4 {
             return Err(ProtoError::FrameTooShort {
                 len: datagram.len(),
@@ -93,11 +149,11 @@ impl FrameCodec {
                 prefixed,
             });
         }
-        self.decode_body(&datagram[4..])
+        self.decode_body(&datagram[4..], &[])
     }
 
-    fn decode_body(&self, body: &[u8]) -> Result<Frame, ProtoError> {
-        let (header, payload) = read_body(body, self.key.as_ref())?;
+    fn decode_body(&self, body: &[u8], binding: &[u8]) -> Result<(Frame, Stamp), ProtoError> {
+        let (header, payload) = read_body(body, self.key.as_ref(), binding)?;
         // Refuse unknown kinds before looking at the payload at all.
         let kind = MessageKind::from_u8(header.kind).ok_or(ProtoError::UnknownKind(header.kind))?;
         let (message, used): (Message, usize) =
@@ -112,10 +168,11 @@ impl FrameCodec {
                 payload: message.kind() as u8,
             });
         }
-        Ok(Frame {
+        let frame = Frame {
             sender: header.sender,
             message,
-        })
+        };
+        Ok((frame, header.stamp))
     }
 }
 
@@ -147,15 +204,22 @@ impl Decoder for FrameCodec {
         }
         src.advance(4);
         let body = src.split_to(len);
-        self.decode_body(&body).map(Some)
-    }
-}
-
-impl Encoder<Frame> for FrameCodec {
-    type Error = ProtoError;
-
-    fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), ProtoError> {
-        self.encode_into(&frame, dst)
+        let Some(session) = self.session.as_mut() else {
+            return self.decode_body(&body, &[]).map(|(frame, _)| Some(frame));
+        };
+        let local = session.local;
+        let expected = session.received + 1;
+        let (frame, stamp) = self.decode_body(&body, &local)?;
+        if stamp.seq != expected {
+            return Err(ProtoError::OutOfSequence {
+                expected,
+                got: stamp.seq,
+            });
+        }
+        if let Some(session) = self.session.as_mut() {
+            session.received = expected;
+        }
+        Ok(Some(frame))
     }
 }
 
@@ -163,6 +227,83 @@ impl Encoder<&Frame> for FrameCodec {
     type Error = ProtoError;
 
     fn encode(&mut self, frame: &Frame, dst: &mut BytesMut) -> Result<(), ProtoError> {
-        self.encode_into(frame, dst)
+        let Some(session) = self.session.as_mut() else {
+            return self.encode_into(frame, dst);
+        };
+        let stamp = Stamp {
+            boot: 0,
+            seq: session.sent + 1,
+        };
+        let peer = session.peer;
+        self.encode_stamped(frame, stamp, &peer, dst)?;
+        // Only a frame actually encoded uses up a number: the peer expects no gaps.
+        if let Some(session) = self.session.as_mut() {
+            session.sent = stamp.seq;
+        }
+        Ok(())
+    }
+}
+
+impl Encoder<Frame> for FrameCodec {
+    type Error = ProtoError;
+
+    fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), ProtoError> {
+        <Self as Encoder<&Frame>>::encode(self, &frame, dst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two ends of one connection after its handshake, and an end of another connection.
+    fn ends(key: Option<ClusterKey>) -> (FrameCodec, FrameCodec, FrameCodec) {
+        let mut client = FrameCodec::new(1 << 20, key.clone());
+        let mut server = FrameCodec::new(1 << 20, key.clone());
+        let mut elsewhere = FrameCodec::new(1 << 20, key);
+        client.bind_session([1; 16], [2; 16]);
+        server.bind_session([2; 16], [1; 16]);
+        elsewhere.bind_session([3; 16], [4; 16]);
+        (client, server, elsewhere)
+    }
+
+    fn encode(codec: &mut FrameCodec, message: Message) -> BytesMut {
+        let mut buf = BytesMut::new();
+        codec.encode(Frame::new(5, message), &mut buf).unwrap();
+        buf
+    }
+
+    #[test]
+    fn a_frame_repeated_within_a_connection_is_out_of_sequence() {
+        for key in [None, Some(ClusterKey::new("k"))] {
+            let (mut client, mut server, _) = ends(key);
+            let first = encode(&mut client, Message::Heartbeat);
+            let second = encode(&mut client, Message::Leaving);
+            let mut stream = first.clone();
+            assert!(server.decode(&mut stream).unwrap().is_some());
+            let mut repeated = first.clone();
+            assert!(matches!(
+                server.decode(&mut repeated),
+                Err(ProtoError::OutOfSequence {
+                    expected: 2,
+                    got: 1
+                })
+            ));
+            let mut next = second.clone();
+            assert_eq!(
+                server.decode(&mut next).unwrap().unwrap().message,
+                Message::Leaving
+            );
+        }
+    }
+
+    #[test]
+    fn a_keyed_frame_from_another_connection_fails_its_tag() {
+        let (mut client, _, mut elsewhere) = ends(Some(ClusterKey::new("k")));
+        let mut captured = encode(&mut client, Message::StatusRequest);
+        assert!(matches!(
+            elsewhere.decode(&mut captured),
+            Err(ProtoError::BadAuthTag)
+        ));
     }
 }

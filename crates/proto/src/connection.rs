@@ -1,7 +1,13 @@
 //! A TCP connection that speaks frames (the mini-redis `Connection` idiom): callers read and
 //! write whole [`Frame`]s and never see bytes.
+//!
+//! Every connection starts with a handshake: each side sends a [`Message::Handshake`] with a
+//! fresh random nonce, then numbers its frames from 1 and tags them over the *peer's* nonce.
+//! A frame recorded on one connection therefore fails its tag on any other, and a frame
+//! repeated within a connection is out of sequence: captured traffic cannot be replayed.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
@@ -9,7 +15,10 @@ use tokio_util::codec::Framed;
 
 use crate::codec::FrameCodec;
 use crate::error::ProtoError;
-use crate::message::{Frame, Message};
+use crate::message::{Frame, Message, Nonce};
+
+/// A peer that does not complete the handshake within this is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
 pub struct Connection {
@@ -18,19 +27,43 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn new(stream: TcpStream, codec: FrameCodec) -> std::io::Result<Self> {
+    /// Wraps an accepted or connected stream and performs the handshake.
+    pub async fn new(stream: TcpStream, codec: FrameCodec) -> Result<Self, ProtoError> {
         let peer = stream.peer_addr()?;
         // Frames are small and latency matters more than packing them.
         stream.set_nodelay(true)?;
-        Ok(Connection {
-            framed: Framed::new(stream, codec),
-            peer,
-        })
+        let mut framed = Framed::new(stream, codec);
+        let local: Nonce = rand::random();
+        framed
+            .send(&Frame::new(0, Message::Handshake { nonce: local }))
+            .await?;
+        let answer = tokio::time::timeout(HANDSHAKE_TIMEOUT, framed.next())
+            .await
+            .map_err(|_| ProtoError::Handshake("the peer sent no handshake in time".into()))?;
+        match answer {
+            Some(Ok(Frame {
+                message: Message::Handshake { nonce },
+                ..
+            })) => framed.codec_mut().bind_session(local, nonce),
+            Some(Ok(frame)) => {
+                return Err(ProtoError::Handshake(format!(
+                    "expected a handshake, got {:?}",
+                    frame.message.kind()
+                )));
+            }
+            Some(Err(e)) => return Err(e),
+            None => {
+                return Err(ProtoError::Handshake(
+                    "the peer closed the connection".into(),
+                ));
+            }
+        }
+        Ok(Connection { framed, peer })
     }
 
-    pub async fn connect(addr: SocketAddr, codec: FrameCodec) -> std::io::Result<Self> {
+    pub async fn connect(addr: SocketAddr, codec: FrameCodec) -> Result<Self, ProtoError> {
         let stream = TcpStream::connect(addr).await?;
-        Connection::new(stream, codec)
+        Connection::new(stream, codec).await
     }
 
     pub fn peer(&self) -> SocketAddr {

@@ -90,11 +90,9 @@ pub async fn discover<T>(
     mut accept: impl FnMut(&Frame, SocketAddr) -> Option<T>,
 ) -> Result<T, ProtoError> {
     for (attempt, delay) in (1u64..).zip(backoff.delays()) {
-        for target in targets.resolve() {
-            // One unreachable network (e.g. just disconnected) must not stop the others.
-            if let Err(e) = socket.send_to(request, target).await {
-                tracing::debug!(%target, error = %e, "discovery send failed");
-            }
+        // One unreachable network (e.g. just disconnected) does not stop the others.
+        if let Err(e) = socket.send_to_all(request, &targets.resolve()).await {
+            tracing::debug!(error = %e, "discovery send failed on some network");
         }
         tracing::debug!(attempt, ?delay, "discovery broadcast sent");
         let deadline = Instant::now() + delay;

@@ -32,12 +32,38 @@ pub enum ProtoError {
     BadAuthTag,
     #[error("payload does not encode: {0}")]
     Encode(String),
+    #[error(
+        "frame number {got} where {expected} was due on this connection: replayed or reordered"
+    )]
+    OutOfSequence { expected: u64, got: u64 },
+    #[error("datagram {seq} from node {sender} was seen before or is older than the replay window")]
+    ReplayedDatagram { sender: u64, seq: u64 },
+    #[error(
+        "datagram from node {sender} belongs to an earlier run of it (boot {boot} < {current})"
+    )]
+    StaleBoot {
+        sender: u64,
+        boot: u64,
+        current: u64,
+    },
+    #[error("connection handshake failed: {0}")]
+    Handshake(String),
 }
 
 impl ProtoError {
     /// Frames rejected for authentication are counted separately from plain garbage.
     pub fn is_auth_failure(&self) -> bool {
         matches!(self, ProtoError::MissingAuthTag | ProtoError::BadAuthTag)
+    }
+
+    /// Authentic frames refused because they were seen before or are out of date.
+    pub fn is_replay(&self) -> bool {
+        matches!(
+            self,
+            ProtoError::OutOfSequence { .. }
+                | ProtoError::ReplayedDatagram { .. }
+                | ProtoError::StaleBoot { .. }
+        )
     }
 
     /// A short fixed name for the kind of error, for counters and log summaries.
@@ -57,6 +83,10 @@ impl ProtoError {
             ProtoError::MissingAuthTag => "no auth tag",
             ProtoError::BadAuthTag => "bad auth tag",
             ProtoError::Encode(_) => "encode",
+            ProtoError::OutOfSequence { .. } => "out of sequence",
+            ProtoError::ReplayedDatagram { .. } => "replayed",
+            ProtoError::StaleBoot { .. } => "stale boot",
+            ProtoError::Handshake(_) => "handshake",
         }
     }
 }

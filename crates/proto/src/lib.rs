@@ -14,11 +14,11 @@ mod message;
 pub mod udp;
 
 pub use codec::{DEFAULT_MAX_FRAME_LEN, FrameCodec};
-pub use connection::Connection;
+pub use connection::{Connection, HANDSHAKE_TIMEOUT};
 pub use error::ProtoError;
-pub use frame::{ClusterKey, HEADER_LEN, MAGIC, PROTOCOL_VERSION, TAG_LEN};
+pub use frame::{ClusterKey, HEADER_LEN, MAGIC, PROTOCOL_VERSION, Stamp, TAG_LEN};
 pub use message::{
     Colour, DispatcherStatus, ElectionMessage, ElectionNodeStatus, Frame, LeaderView, Leadership,
-    MemberStatus, Message, MessageKind, NodeId, WorkerId, WorkerProcessStatus, WorkerRow,
+    MemberStatus, Message, MessageKind, NodeId, Nonce, WorkerId, WorkerProcessStatus, WorkerRow,
     WorkerTaskStatus,
 };

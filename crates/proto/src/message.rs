@@ -82,7 +82,16 @@ pub enum Message {
     /// registration. Every one carries the sender's term.
     Election(ElectionMessage),
     ElectionStatus(ElectionNodeStatus),
+    /// First frame each way on every TCP connection: a fresh random nonce. Every later frame's
+    /// tag covers the receiver's nonce and a sequence number, so a frame recorded on one
+    /// connection is refused on any other, and one replayed within it is out of sequence.
+    Handshake {
+        nonce: Nonce,
+    },
 }
+
+/// A TCP connection's random nonce (see [`Message::Handshake`]).
+pub type Nonce = [u8; 16];
 
 /// A node id of the leader election: by default the node's IPv4 address as a number.
 pub type NodeId = u64;
@@ -185,8 +194,10 @@ pub struct ElectionNodeStatus {
     pub leaderships: Vec<Leadership>,
     /// Frames dropped for a missing or wrong auth tag, since start.
     pub auth_failures: u64,
-    /// Frames dropped because they did not decode (or were replays), since start.
+    /// Frames dropped because they did not decode, since start.
     pub bad_frames: u64,
+    /// Authentic frames dropped as replays (seen before, or out of date), since start.
+    pub replayed: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -224,10 +235,11 @@ pub enum MessageKind {
     Rejected = 15,
     Election = 16,
     ElectionStatus = 17,
+    Handshake = 18,
 }
 
 impl MessageKind {
-    pub const ALL: [MessageKind; 17] = [
+    pub const ALL: [MessageKind; 18] = [
         MessageKind::Discover,
         MessageKind::Welcome,
         MessageKind::Register,
@@ -245,6 +257,7 @@ impl MessageKind {
         MessageKind::Rejected,
         MessageKind::Election,
         MessageKind::ElectionStatus,
+        MessageKind::Handshake,
     ];
 
     pub fn from_u8(byte: u8) -> Option<MessageKind> {
@@ -272,6 +285,7 @@ impl Message {
             Message::Rejected { .. } => MessageKind::Rejected,
             Message::Election(_) => MessageKind::Election,
             Message::ElectionStatus(_) => MessageKind::ElectionStatus,
+            Message::Handshake { .. } => MessageKind::Handshake,
         }
     }
 }
@@ -292,6 +306,8 @@ pub struct DispatcherStatus {
     pub auth_failures: u64,
     /// Frames and datagrams dropped because they did not decode.
     pub bad_frames: u64,
+    /// Authentic frames dropped because they were seen before or are out of date (replays).
+    pub replayed: u64,
 }
 
 /// One row of the dispatcher's table (seed 000's columns).

@@ -5,8 +5,8 @@ use bytes::{BufMut, BytesMut};
 use proptest::prelude::*;
 use proto::{
     ClusterKey, Colour, DispatcherStatus, ElectionMessage, ElectionNodeStatus, Frame, FrameCodec,
-    HEADER_LEN, LeaderView, Leadership, MemberStatus, Message, MessageKind, ProtoError,
-    WorkerProcessStatus, WorkerRow, WorkerTaskStatus,
+    HEADER_LEN, LeaderView, Leadership, MemberStatus, Message, MessageKind, PROTOCOL_VERSION,
+    ProtoError, WorkerProcessStatus, WorkerRow, WorkerTaskStatus,
 };
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -157,6 +157,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
                     uptime_ms: total,
                     auth_failures: 3,
                     bad_frames: 4,
+                    replayed: 5,
                 }
             )),
         prop::collection::vec(arb_task(), 0..8)
@@ -192,6 +193,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
                         .collect(),
                     auth_failures: term,
                     bad_frames: id,
+                    replayed: term,
                 }
             )),
     ]
@@ -258,10 +260,12 @@ proptest! {
         let mut buf = BytesMut::new();
         buf.put_u32((HEADER_LEN + payload.len()) as u32);
         buf.put_slice(b"HL");
-        buf.put_u8(1);
+        buf.put_u8(PROTOCOL_VERSION);
         buf.put_u8(kind);
         buf.put_u8(0);
         buf.put_u64(9);
+        buf.put_u64(1);
+        buf.put_u64(2);
         buf.put_slice(&payload);
         let _ = FrameCodec::default().decode(&mut buf);
     }

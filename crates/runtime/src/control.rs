@@ -80,8 +80,9 @@ pub async fn serve_status(
         let status = status.clone();
         let rejections = rejections.clone();
         tokio::spawn(async move {
-            let Ok(mut conn) = Connection::new(stream, codec) else {
-                return;
+            let mut conn = match Connection::new(stream, codec).await {
+                Ok(conn) => conn,
+                Err(e) => return rejections.reject(peer, "handshake on the status port", &e),
             };
             match conn.read_frame().await {
                 Ok(Some(frame)) if frame.message == Message::StatusRequest => {

@@ -26,6 +26,8 @@ pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
 pub struct DropCounts {
     /// Frames without a valid tag for the cluster key.
     pub auth_failures: u64,
+    /// Authentic frames seen before or out of date: replays.
+    pub replayed: u64,
     /// Everything else that did not decode.
     pub bad_frames: u64,
 }
@@ -94,6 +96,8 @@ impl RejectLog {
     pub fn record(&mut self, source: IpAddr, error: &ProtoError) -> bool {
         if error.is_auth_failure() {
             self.totals.auth_failures += 1;
+        } else if error.is_replay() {
+            self.totals.replayed += 1;
         } else {
             self.totals.bad_frames += 1;
         }
@@ -241,6 +245,7 @@ mod tests {
             log.totals(),
             DropCounts {
                 auth_failures: 10_000,
+                replayed: 0,
                 bad_frames: 10_000
             }
         );
