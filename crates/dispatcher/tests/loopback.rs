@@ -6,6 +6,7 @@ mod common;
 use bytes::{BufMut, BytesMut};
 use proto::{ClusterKey, FrameCodec, Message};
 use std::time::Duration;
+use testkit::{TcpRecorder, count_frames, replay_tcp};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -296,4 +297,70 @@ async fn one_dispatcher_holds_a_thousand_workers() {
         s.workers.len() == 1000
     })
     .await;
+}
+
+/// Connections recorded on their way to the dispatcher (a worker's registration and heartbeats,
+/// a status request) and to a worker's status port, sent again on new connections: nothing is
+/// answered but the handshake, each is counted, no phantom worker appears, and activations go on.
+#[tokio::test]
+async fn recorded_connections_replayed_are_refused() {
+    let codec = FrameCodec::new(1 << 20, Some(ClusterKey::new("lab-secret")));
+    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], testkit::free_port()));
+    let recorder = TcpRecorder::start(listen).await;
+    let config = dispatcher_config(&[
+        &format!("--listen={listen}"),
+        &format!("--advertise={}", recorder.addr),
+    ]);
+    let (d, _d_stop) = start_dispatcher(config, codec.clone()).await;
+    let (w, _w_stop) = start_workers(worker_config(d.discovery_addr, &[]), codec.clone()).await;
+    wait_for(
+        d.tcp_addr,
+        &codec,
+        "the worker active through the recorder",
+        |s| s.workers.len() == 1 && s.total_activations >= 2,
+    )
+    .await;
+    status_of(recorder.addr, &codec).await;
+    let worker_recorder = TcpRecorder::start(w.status_addr).await;
+    halab_runtime::control::query_status(
+        worker_recorder.addr,
+        codec.clone(),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+
+    let to_dispatcher = recorder.recorded();
+    assert_eq!(
+        to_dispatcher.len(),
+        2,
+        "the worker's connection and a status request"
+    );
+    let before = status_of(d.tcp_addr, &codec).await;
+    for bytes in &to_dispatcher {
+        let answer = replay_tcp(d.tcp_addr, bytes, Duration::from_secs(2)).await;
+        assert_eq!(count_frames(&answer), 1, "a replay was answered");
+    }
+    for bytes in worker_recorder.recorded() {
+        let answer = replay_tcp(w.status_addr, &bytes, Duration::from_secs(2)).await;
+        assert_eq!(
+            count_frames(&answer),
+            1,
+            "a replay to the worker was answered"
+        );
+    }
+    let after = wait_for(d.tcp_addr, &codec, "activations after the replays", |s| {
+        s.total_activations >= before.total_activations + 2
+    })
+    .await;
+    assert_eq!(
+        after.auth_failures,
+        before.auth_failures + to_dispatcher.len() as u64
+    );
+    assert_eq!(
+        after.workers.len(),
+        1,
+        "a replay registered a phantom worker"
+    );
+    assert_eq!(after.workers[0].id, before.workers[0].id);
 }

@@ -91,6 +91,30 @@ pub async fn replay_tcp(target: SocketAddr, bytes: &[u8], wait: Duration) -> Vec
     answer
 }
 
+/// How many whole length-prefixed frames (a `u32` big-endian length, then the body) `bytes`
+/// holds: what a daemon answered to a replay.
+pub fn count_frames(mut bytes: &[u8]) -> usize {
+    let mut count = 0;
+    while let Some(prefix) = bytes.get(..4) {
+        let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+        let Some(rest) = bytes.get(4 + len..) else {
+            break;
+        };
+        bytes = rest;
+        count += 1;
+    }
+    count
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released), for a daemon that must be configured
+/// with an address before it starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// A UDP socket on 127.0.0.1 that keeps every datagram sent to it, with its source.
 #[derive(Debug)]
 pub struct UdpRecorder {
