@@ -61,8 +61,12 @@ impl Connection {
         Ok(Connection { framed, peer })
     }
 
+    /// Connects and performs the handshake, each within [`HANDSHAKE_TIMEOUT`]: a SYN lost to
+    /// a full accept queue is otherwise retried by the kernel for minutes.
     pub async fn connect(addr: SocketAddr, codec: FrameCodec) -> Result<Self, ProtoError> {
-        let stream = TcpStream::connect(addr).await?;
+        let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ProtoError::Handshake(format!("no connection to {addr} in time")))??;
         Connection::new(stream, codec).await
     }
 

@@ -88,7 +88,17 @@ pub async fn wait_for(
     what: &str,
     done: impl Fn(&DispatcherStatus) -> bool,
 ) -> DispatcherStatus {
-    let deadline = Instant::now() + PATIENCE;
+    wait_longer_for(addr, codec, what, PATIENCE, done).await
+}
+
+pub async fn wait_longer_for(
+    addr: SocketAddr,
+    codec: &FrameCodec,
+    what: &str,
+    patience: Duration,
+    done: impl Fn(&DispatcherStatus) -> bool,
+) -> DispatcherStatus {
+    let deadline = Instant::now() + patience;
     loop {
         let status = status_of(addr, codec).await;
         if done(&status) {
