@@ -34,15 +34,17 @@ pub struct ElectionConfig {
     pub min_cluster_size: usize,
 
     /// Leader heartbeat interval.
-    #[arg(long, env = "HALAB_HEARTBEAT_MS", default_value_t = 200)]
+    #[arg(long, env = "HALAB_HEARTBEAT_MS", default_value_t = 100)]
     pub heartbeat_ms: u64,
 
-    /// A leader leads only while a majority acked within this; must be below --leader-timeout-ms.
-    #[arg(long, env = "HALAB_LEASE_MS", default_value_t = 800)]
+    /// A leader leads only while a majority acked within this; must be below --leader-timeout-ms
+    /// (the gap is the margin for clock-rate differences and scheduling delays).
+    #[arg(long, env = "HALAB_LEASE_MS", default_value_t = 450)]
     pub lease_ms: u64,
 
-    /// Followers start an election after this long without a heartbeat.
-    #[arg(long, env = "HALAB_LEADER_TIMEOUT_MS", default_value_t = 1500)]
+    /// Followers start an election after this long without a heartbeat (a leader whose link
+    /// closes is replaced without waiting for it).
+    #[arg(long, env = "HALAB_LEADER_TIMEOUT_MS", default_value_t = 600)]
     pub leader_timeout_ms: u64,
 
     /// The leader removes (and stops colouring) members silent for this long.
@@ -54,7 +56,7 @@ pub struct ElectionConfig {
     pub settle_ms: u64,
 
     /// How long a candidate waits for votes before trying again.
-    #[arg(long, env = "HALAB_ELECTION_TIMEOUT_MS", default_value_t = 500)]
+    #[arg(long, env = "HALAB_ELECTION_TIMEOUT_MS", default_value_t = 300)]
     pub election_timeout_ms: u64,
 }
 

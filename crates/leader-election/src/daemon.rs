@@ -16,27 +16,29 @@ use proto::{
 };
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ElectionConfig;
+use crate::links::{self, Join};
 use crate::node::{Input, Node, NodeConfig, Output};
 
 /// How often the node's clock advances; well below every timeout.
 const TICK: Duration = Duration::from_millis(20);
-const JOIN_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const JOIN_TIMEOUT: Duration = Duration::from_secs(2);
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// The node, shared by the driver and the TCP server (its lock never held across an `.await`),
 /// and the count of frames they dropped.
 #[derive(Debug, Clone)]
 pub struct SharedNode {
     node: Arc<Mutex<Node>>,
-    rejections: Arc<Rejections>,
+    pub(crate) rejections: Arc<Rejections>,
 }
 
 impl SharedNode {
-    fn lock(&self) -> MutexGuard<'_, Node> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Node> {
         self.node.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -157,6 +159,7 @@ async fn drive(
     let id = node.lock().id();
     let rejections = node.rejections.clone();
     let (joined_tx, mut joined) = mpsc::channel::<Input>(8);
+    let mut link: Option<JoinHandle<()>> = None;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -197,61 +200,37 @@ async fn drive(
                         tracing::debug!(%to, error = %e, "send failed");
                     }
                 }
-                Output::Join { leader, addr, term } => {
-                    tokio::spawn(register(
+                Output::Join {
+                    leader,
+                    addr,
+                    term,
+                    seq,
+                } => {
+                    // One link at a time: the one to a former leader is closed from our end.
+                    if let Some(old) = link.take() {
+                        old.abort();
+                    }
+                    let join = Join {
                         id,
                         leader,
                         addr,
                         term,
+                        seq,
+                    };
+                    link = Some(tokio::spawn(links::follow(
+                        join,
                         codec.clone(),
                         joined_tx.clone(),
-                    ));
+                        shutdown.clone(),
+                    )));
                 }
             }
         }
     }
 }
 
-/// Registers with the leader over TCP and hands its answer back to the driver.
-async fn register(
-    id: NodeId,
-    leader: NodeId,
-    addr: SocketAddr,
-    term: u64,
-    codec: FrameCodec,
-    answers: mpsc::Sender<Input>,
-) {
-    let exchange = async {
-        let mut conn = Connection::connect(addr, codec).await?;
-        conn.send(id, Message::Election(ElectionMessage::Join { term }))
-            .await?;
-        match conn.read_frame().await? {
-            Some(Frame {
-                message: Message::Election(ElectionMessage::Joined { term, view, .. }),
-                ..
-            }) => Ok(Input::Joined { leader, term, view }),
-            Some(Frame {
-                message: Message::Rejected { reason },
-                ..
-            }) => anyhow::bail!("refused: {reason}"),
-            other => anyhow::bail!("unexpected answer {other:?}"),
-        }
-    };
-    let input = match tokio::time::timeout(JOIN_TIMEOUT, exchange).await {
-        Ok(Ok(input)) => input,
-        Ok(Err(e)) => {
-            tracing::info!(leader, %addr, "registration failed: {e:#}");
-            Input::JoinFailed { leader }
-        }
-        Err(_) => {
-            tracing::info!(leader, %addr, "registration timed out");
-            Input::JoinFailed { leader }
-        }
-    };
-    let _ = answers.send(input).await;
-}
-
-/// TCP: `Join` (answered by the leader only) and `StatusRequest`.
+/// TCP: `Join` (answered by the leader only; the connection then stays open as the
+/// follower's link) and `StatusRequest`.
 async fn serve(
     listener: TcpListener,
     node: SharedNode,
@@ -263,41 +242,60 @@ async fn serve(
             _ = shutdown.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
-        let Ok((stream, peer)) = accepted else {
-            continue;
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            // Out of file descriptors, say: back off instead of spinning on the error.
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
         };
         let node = node.clone();
         let codec = codec.clone();
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let mut conn = match Connection::new(stream, codec).await {
                 Ok(conn) => conn,
                 Err(e) => return node.rejections.reject(peer, "handshake", &e),
             };
-            let answer = match tokio::time::timeout(JOIN_TIMEOUT, conn.read_frame()).await {
-                Ok(Ok(Some(Frame {
-                    message: Message::StatusRequest,
-                    ..
-                }))) => Message::ElectionStatus(node.status()),
-                Ok(Ok(Some(Frame {
-                    sender,
-                    message: Message::Election(ElectionMessage::Join { .. }),
-                }))) => match node.lock().join(Instant::now(), sender) {
-                    Ok((term, colour, view)) => {
-                        Message::Election(ElectionMessage::Joined { term, colour, view })
-                    }
-                    Err(reason) => Message::Rejected { reason },
-                },
-                Ok(Ok(Some(frame))) => Message::Rejected {
-                    reason: format!("unexpected {:?}", frame.message.kind()),
-                },
+            let first = match tokio::time::timeout(JOIN_TIMEOUT, conn.read_frame()).await {
+                Ok(Ok(Some(frame))) => frame,
                 Ok(Ok(None)) | Err(_) => return,
-                Ok(Err(e)) => {
-                    node.rejections.reject(peer, "frame", &e);
-                    return;
-                }
+                Ok(Err(e)) => return node.rejections.reject(peer, "frame", &e),
             };
             let id = node.lock().id();
-            let _ = conn.send(id, answer).await;
+            match first {
+                Frame {
+                    message: Message::StatusRequest,
+                    ..
+                } => {
+                    let _ = conn.send(id, Message::ElectionStatus(node.status())).await;
+                }
+                Frame {
+                    sender,
+                    message: Message::Election(ElectionMessage::Join { seq, .. }),
+                } => {
+                    let answer = node.lock().join(Instant::now(), sender, seq);
+                    match answer {
+                        Ok((term, colour, view)) => {
+                            let joined = ElectionMessage::Joined { term, colour, view };
+                            if conn.send(id, Message::Election(joined)).await.is_ok() {
+                                links::lead(conn, sender, node, shutdown).await;
+                            } else {
+                                node.lock().link_lost(sender);
+                            }
+                        }
+                        Err(reason) => {
+                            let _ = conn.send(id, Message::Rejected { reason }).await;
+                        }
+                    }
+                }
+                frame => {
+                    let reason = format!("unexpected {:?}", frame.message.kind());
+                    let _ = conn.send(id, Message::Rejected { reason }).await;
+                }
+            }
         });
     }
 }

@@ -285,9 +285,12 @@ async fn recorded_tcp_requests_replayed_are_refused() {
     let mut conn = proto::Connection::connect(recorder.addr, codec.clone())
         .await
         .unwrap();
-    conn.send(2, Message::Election(ElectionMessage::Join { term: 1 }))
-        .await
-        .unwrap();
+    conn.send(
+        2,
+        Message::Election(ElectionMessage::Join { term: 1, seq: 0 }),
+    )
+    .await
+    .unwrap();
     let joined = conn.read_frame().await.unwrap().unwrap();
     assert!(matches!(
         joined.message,

@@ -1,6 +1,7 @@
 //! Drives many sans-IO nodes through virtual time with message delays, kills, restarts,
-//! pauses (messages held and delivered in a burst on resume, as `docker pause` does) and
-//! partitions, checking after every step that no two leaderships overlap, and at the end that
+//! pauses (messages held and delivered in a burst on resume, as `docker pause` does),
+//! partitions and links (a follower's registration connection, closed by a killed leader's
+//! kernel or by a live leader that first stops counting that follower), checking after every step that no two leaderships overlap, and at the end that
 //! the healed cluster has exactly one leader and a valid colouring.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,6 +41,12 @@ enum Delivery {
     JoinRequest {
         follower: NodeId,
         leader: NodeId,
+        seq: u64,
+    },
+    /// The leader's end of `follower`'s link closed (a FIN or reset on its way).
+    LinkClosed {
+        follower: NodeId,
+        leader: NodeId,
     },
     JoinAnswer {
         follower: NodeId,
@@ -54,6 +61,8 @@ struct Sim {
     queue: Vec<(Instant, Delivery)>,
     /// Deliveries held for paused nodes, released on resume.
     held: Vec<Delivery>,
+    /// Open links: follower → leader.
+    links: BTreeMap<NodeId, NodeId>,
     rng: u64,
     max_leaders_at_once: usize,
     min_cluster_size: usize,
@@ -88,6 +97,7 @@ impl Sim {
             nodes: BTreeMap::new(),
             queue: Vec::new(),
             held: Vec::new(),
+            links: BTreeMap::new(),
             rng: seed.max(1),
             max_leaders_at_once: 0,
             min_cluster_size: 3,
@@ -144,11 +154,16 @@ impl Sim {
                     from,
                     message,
                 },
-                Output::Join { leader, addr, .. } => {
+                Output::Join {
+                    leader, addr, seq, ..
+                } => {
                     assert_eq!(id_of(addr), leader, "join goes to the leader's address");
+                    // A new registration replaces the old link, closed from the follower's end.
+                    self.links.remove(&from);
                     Delivery::JoinRequest {
                         follower: from,
                         leader,
+                        seq,
                     }
                 }
             };
@@ -193,7 +208,11 @@ impl Sim {
                 );
                 self.emit(to, outputs);
             }
-            Delivery::JoinRequest { follower, leader } => {
+            Delivery::JoinRequest {
+                follower,
+                leader,
+                seq,
+            } => {
                 // TCP: fails at once when the leader is unreachable (connect refused / timeout).
                 let input = if self.connected(follower, leader)
                     && self.nodes[&leader].health == Health::Up
@@ -204,7 +223,7 @@ impl Sim {
                         .get_mut(&leader)
                         .expect("leader exists")
                         .node
-                        .join(now, follower)
+                        .join(now, follower, seq)
                     {
                         Ok((term, _colour, view)) => Input::Joined { leader, term, view },
                         Err(_) => Input::JoinFailed { leader },
@@ -216,6 +235,7 @@ impl Sim {
                 self.queue
                     .push((at, Delivery::JoinAnswer { follower, input }));
             }
+            Delivery::LinkClosed { follower, leader } => self.deliver_link_closed(follower, leader),
             Delivery::JoinAnswer { follower, input } => {
                 let Some(node) = self.nodes.get(&follower) else {
                     return;
@@ -224,6 +244,9 @@ impl Sim {
                     Health::Down => {}
                     Health::Paused => self.held.push(Delivery::JoinAnswer { follower, input }),
                     Health::Up => {
+                        if let Input::Joined { leader, .. } = input {
+                            self.links.insert(follower, leader);
+                        }
                         let now = self.now;
                         let outputs = self
                             .nodes
@@ -236,6 +259,96 @@ impl Sim {
                 }
             }
         }
+    }
+
+    fn deliver_link_closed(&mut self, follower: NodeId, leader: NodeId) {
+        let closed = Delivery::LinkClosed { follower, leader };
+        let same_side = self.nodes[&follower].group == self.nodes[&leader].group;
+        if !same_side {
+            // TCP retransmits the FIN until the partition heals.
+            let at = self.now + Duration::from_millis(100);
+            self.queue.push((at, closed));
+            return;
+        }
+        match self.nodes[&follower].health {
+            Health::Down => {}
+            Health::Paused => self.held.push(closed),
+            Health::Up => {
+                let now = self.now;
+                let input = Input::LeaderLinkClosed { leader };
+                let outputs = self
+                    .nodes
+                    .get_mut(&follower)
+                    .expect("node exists")
+                    .node
+                    .handle(now, input);
+                self.emit(follower, outputs);
+            }
+        }
+    }
+
+    /// A process dies: its kernel closes its links' far ends (followers see them close soon);
+    /// links it held as a follower just end.
+    fn close_links_of(&mut self, id: NodeId) {
+        self.links.remove(&id);
+        let followers: Vec<NodeId> = self
+            .links
+            .iter()
+            .filter(|(_, leader)| **leader == id)
+            .map(|(follower, _)| *follower)
+            .collect();
+        for follower in followers {
+            self.links.remove(&follower);
+            let at = self.now + self.delay();
+            self.queue.push((
+                at,
+                Delivery::LinkClosed {
+                    follower,
+                    leader: id,
+                },
+            ));
+        }
+    }
+
+    /// A live, running leader closes one follower's link (an error on it, say).
+    fn drop_a_link(&mut self) {
+        let candidates: Vec<(NodeId, NodeId)> = self
+            .links
+            .iter()
+            .filter(|(_, leader)| self.nodes[*leader].health == Health::Up)
+            .map(|(f, l)| (*f, *l))
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let (follower, leader) = candidates[self.random(candidates.len() as u64) as usize];
+        self.drop_link(follower, leader);
+    }
+
+    /// `leader` closes every link it holds at once.
+    fn drop_links_of(&mut self, leader: NodeId) {
+        let followers: Vec<NodeId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| **l == leader)
+            .map(|(f, _)| *f)
+            .collect();
+        for follower in followers {
+            self.drop_link(follower, leader);
+        }
+    }
+
+    /// The leader drops the follower's acks first, as the daemon does, then the link closes.
+    fn drop_link(&mut self, follower: NodeId, leader: NodeId) {
+        self.nodes
+            .get_mut(&leader)
+            .expect("node exists")
+            .node
+            .link_lost(follower);
+        self.links.remove(&follower);
+        let at = self.now + self.delay();
+        self.queue
+            .push((at, Delivery::LinkClosed { follower, leader }));
     }
 
     fn step(&mut self) {
@@ -315,11 +428,17 @@ impl Sim {
     }
 
     fn kill(&mut self, id: NodeId) {
+        if self.nodes[&id].health != Health::Down {
+            self.close_links_of(id);
+        }
         self.set_health(id, Health::Down);
     }
 
     /// A restarted container: same id, fresh state.
     fn restart(&mut self, id: NodeId) {
+        if self.nodes[&id].health != Health::Down {
+            self.close_links_of(id);
+        }
         self.start_node(id, self.nodes[&id].group);
     }
 
@@ -402,8 +521,42 @@ fn leader_death_elects_the_next_highest_and_recolours() {
     sim.run_until(PATIENCE, "the dead leader's removal", |s| {
         s.nodes[&4].node.membership().len() == 4
     });
-    // Leader timeout (1.5 s + ≤ 0.3 s jitter) + the election; loose, this is virtual time.
-    assert!(took < Duration::from_secs(5), "took {took:?}");
+    // The followers' links closed with the dead process: no leader timeout to wait out, just
+    // the election and the first acks. Virtual time, so the bound can be tight.
+    assert!(
+        took < Timing::default().leader_timeout,
+        "took {took:?}: the closed links were not acted on"
+    );
+}
+
+/// A leader that is cut off or paused closes no link: silence is waited out, and its lease
+/// ends before anyone elects (checked at every step).
+#[test]
+fn a_silent_leader_is_replaced_only_after_the_leader_timeout() {
+    let mut sim = Sim::new(1..=5, 12);
+    sim.run_until(PATIENCE, "convergence", Sim::converged);
+    sim.partition(&[5]);
+    let took = sim.run_until(PATIENCE, "a new leader", |s| s.leaders() == vec![4]);
+    assert!(took > Timing::default().leader_timeout, "took {took:?}");
+}
+
+/// A live leader that closes all its followers' links at once (errors on them) never leads
+/// beside the leader they elect at once: it stops counting each before closing it.
+#[test]
+fn a_live_leader_closing_its_links_never_leads_beside_its_successor() {
+    for seed in 1..=50 {
+        let mut sim = Sim::new(1..=5, seed);
+        sim.run_until(PATIENCE, "convergence", Sim::converged);
+        let offset = Duration::from_millis(sim.random(100));
+        sim.run(offset);
+        sim.drop_links_of(5);
+        sim.run_until(
+            PATIENCE,
+            "convergence after the links closed",
+            Sim::converged,
+        );
+        assert_eq!(sim.max_leaders_at_once, 1);
+    }
 }
 
 #[test]
@@ -512,7 +665,7 @@ fn random_fault_schedules_never_have_two_leaders() {
         sim.run_until(PATIENCE, "convergence", Sim::converged);
         for _ in 0..12 {
             let victim = 1 + sim.random(n);
-            let fault = sim.random(6);
+            let fault = sim.random(7);
             match fault {
                 0 => sim.kill(victim),
                 1 if restarts => sim.restart(victim),
@@ -524,6 +677,7 @@ fn random_fault_schedules_never_have_two_leaders() {
                     let minority: Vec<NodeId> = (0..size).map(|_| 1 + sim.random(n)).collect();
                     sim.partition(&minority);
                 }
+                5 => sim.drop_a_link(),
                 _ => sim.heal(),
             }
             let pause = Duration::from_millis(200 + sim.random(3000));

@@ -82,7 +82,7 @@ fn samples() -> Vec<Message> {
             leader: 3,
             version: 2,
         }),
-        Message::Election(ElectionMessage::Join { term: 2 }),
+        Message::Election(ElectionMessage::Join { term: 2, seq: 3 }),
         Message::Election(ElectionMessage::Joined {
             term: 2,
             colour: Colour::Red,

@@ -148,8 +148,10 @@ pub enum ElectionMessage {
         leader: NodeId,
         version: u64,
     },
-    /// Follower → leader over TCP: register me.
-    Join { term: u64 },
+    /// Follower → leader over TCP: register me. `seq` is the leader's latest heartbeat the
+    /// follower heard: the leader dates this contact by when it sent that one, as it dates an
+    /// ack. The connection stays open afterwards as the follower's link (see the election).
+    Join { term: u64, seq: u64 },
     /// Leader → follower over TCP: you are a member, with this colour.
     Joined {
         term: u64,
@@ -168,7 +170,7 @@ impl ElectionMessage {
             | ElectionMessage::Coordinator { term, .. }
             | ElectionMessage::Heartbeat { term, .. }
             | ElectionMessage::Ack { term, .. }
-            | ElectionMessage::Join { term }
+            | ElectionMessage::Join { term, .. }
             | ElectionMessage::Joined { term, .. } => *term,
         }
     }

@@ -103,7 +103,7 @@ fn arb_election() -> impl Strategy<Value = ElectionMessage> {
                 version
             }
         ),
-        any::<u64>().prop_map(|term| ElectionMessage::Join { term }),
+        (any::<u64>(), any::<u64>()).prop_map(|(term, seq)| ElectionMessage::Join { term, seq }),
         (any::<u64>(), any::<bool>(), arb_view()).prop_map(|(term, g, view)| {
             ElectionMessage::Joined {
                 term,

@@ -22,8 +22,10 @@
 //!   shorter than the followers' leader timeout, so an old leader has stepped down before anyone
 //!   can elect a new one. With a majority reachable it removes members silent for the member
 //!   timeout (never below the minimum cluster size) and recolours.
-//! - **follower**: registers over TCP (`Join`) to get its colour; when heartbeats stop for the
-//!   leader timeout it starts an election. While it hears a leader it ignores elections, so a
+//! - **follower**: registers over TCP (`Join`) to get its colour and keeps that connection
+//!   open as its *link* to the leader; when heartbeats stop for the leader timeout, or the
+//!   leader's end closes the link (a killed process's kernel does that at once; a live leader
+//!   only after it stopped counting our acks, [`Node::link_lost`]), it starts an election. While it hears a leader it ignores elections, so a
 //!   resumed or reconnected node cannot depose a healthy leader.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -60,12 +62,12 @@ pub struct Timing {
 impl Default for Timing {
     fn default() -> Self {
         Timing {
-            heartbeat: Duration::from_millis(200),
-            lease: Duration::from_millis(800),
-            leader_timeout: Duration::from_millis(1500),
+            heartbeat: Duration::from_millis(100),
+            lease: Duration::from_millis(450),
+            leader_timeout: Duration::from_millis(600),
             member_timeout: Duration::from_millis(1500),
             settle: Duration::from_millis(2000),
-            election: Duration::from_millis(500),
+            election: Duration::from_millis(300),
         }
     }
 }
@@ -117,17 +119,26 @@ pub enum Input {
     JoinFailed {
         leader: NodeId,
     },
+    /// The registration connection (the *link*) to `leader` was closed by its end. A leader
+    /// closes a link only after dropping our acks from its lease, and a dead process's links
+    /// are closed by its kernel: either way it holds no lease that counts us, so we need not
+    /// wait out the leader timeout. (Silence, by contrast, proves nothing.)
+    LeaderLinkClosed {
+        leader: NodeId,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     Broadcast(ElectionMessage),
     SendTo(SocketAddr, ElectionMessage),
-    /// Register with the leader over TCP (`Join`), then feed the answer back as an input.
+    /// Register with the leader over TCP (`Join`), then feed the answer back as an input and
+    /// keep the connection open as the link to the leader.
     Join {
         leader: NodeId,
         addr: SocketAddr,
         term: u64,
+        seq: u64,
     },
 }
 
@@ -180,6 +191,10 @@ pub struct Node {
     /// Leader: when it won; it leads (holds a lease) only once a majority acked.
     elected_at: Option<Instant>,
     join_sent: Option<Instant>,
+    /// Follower: the leader our registration connection is open to.
+    linked: Option<NodeId>,
+    /// Follower: the number of the latest heartbeat heard from the leader.
+    heard_seq: u64,
     started: Instant,
 }
 
@@ -207,6 +222,8 @@ impl Node {
             tenures: Vec::new(),
             elected_at: None,
             join_sent: None,
+            linked: None,
+            heard_seq: 0,
             started: now,
         }
     }
@@ -279,6 +296,7 @@ impl Node {
                     self.term = self.term.max(term);
                     self.adopt_view(&view);
                     self.join_sent = None;
+                    self.linked = Some(leader);
                     tracing::info!(leader, colour = ?self.colour(), "registered with leader {leader}");
                 }
             }
@@ -286,15 +304,39 @@ impl Node {
                 tracing::debug!(leader, "registration failed; will retry");
                 self.join_sent = None;
             }
+            Input::LeaderLinkClosed { leader } => {
+                if self.linked == Some(leader) {
+                    self.linked = None;
+                }
+                let following = self.role == Role::Follower
+                    && self.leader.as_ref().is_some_and(|l| l.id == leader);
+                if following {
+                    self.leader_lost(now, "it closed our link", &mut out);
+                }
+            }
         }
         out
     }
 
+    /// On the leader: the link to `follower` is about to be closed from our end (or broke).
+    /// Its acks stop counting towards the lease first, so that the follower may act on the
+    /// closed link at once (see [`Input::LeaderLinkClosed`]).
+    pub fn link_lost(&mut self, follower: NodeId) {
+        if self.acks.remove(&follower).is_some() {
+            tracing::info!(
+                follower,
+                "link to node {follower} lost; its acks no longer count"
+            );
+        }
+    }
+
     /// A follower's registration, on the leader: add it to the membership and colour it.
+    /// `seq` is our latest heartbeat it heard; the contact is dated by when we sent that.
     pub fn join(
         &mut self,
         now: Instant,
         sender: NodeId,
+        seq: u64,
     ) -> Result<(u64, Colour, LeaderView), String> {
         if !self.is_leader(now) {
             return Err(match self.leader(now) {
@@ -315,7 +357,10 @@ impl Node {
                 "node {sender} joined"
             );
         }
-        self.acks.insert(sender, now);
+        if let Some(sent_at) = self.sent.iter().find(|(s, _)| *s == seq).map(|(_, at)| *at) {
+            let latest = self.acks.entry(sender).or_insert(sent_at);
+            *latest = (*latest).max(sent_at);
+        }
         self.recolour(now);
         let colour = self.colours.get(&sender).copied().unwrap_or(Colour::Red);
         Ok((self.term, colour, self.view()))
@@ -336,31 +381,11 @@ impl Node {
             Role::Follower => {
                 let silent = self.leader.as_ref().map(|l| now.duration_since(l.heard));
                 if silent.is_none_or(|s| s > self.config.timing.leader_timeout + self.jitter()) {
-                    let leader = self.leader.take().map(|l| l.id);
-                    // The bully: the highest remaining member runs at once; lower ones give it
-                    // an election timeout first, so the highest live node wins.
-                    let highest = self
-                        .membership
-                        .iter()
-                        .filter(|id| Some(**id) != leader)
-                        .max()
-                        == Some(&self.id());
-                    tracing::warn!(
-                        ?leader,
-                        silent_ms = silent.map(|s| s.as_millis() as u64),
-                        highest,
-                        "leader silent; election"
-                    );
-                    if highest {
-                        self.start_election(now, out);
-                    } else {
-                        self.role = Role::Candidate;
-                        self.next_election = Some(
-                            now + self.config.timing.election
-                                + self.rank_delay(now)
-                                + self.jitter(),
-                        );
-                    }
+                    let why = match silent {
+                        Some(s) => format!("silent for {} ms", s.as_millis()),
+                        None => "none known".to_string(),
+                    };
+                    self.leader_lost(now, &why, out);
                 } else {
                     self.join_if_needed(now, out);
                 }
@@ -631,6 +656,7 @@ impl Node {
             tcp: SocketAddr::new(from.ip(), view.tcp_port),
             heard: now,
         });
+        self.heard_seq = seq;
         self.adopt_view(&view);
         if new_leader {
             tracing::info!(leader, term, colour = ?self.colour(), "following leader {leader}");
@@ -645,6 +671,26 @@ impl Node {
         self.join_if_needed(now, out);
     }
 
+    /// The leader is gone: the highest remaining member runs at once; lower ones give it an
+    /// election timeout first, so the highest live node wins.
+    fn leader_lost(&mut self, now: Instant, why: &str, out: &mut Vec<Output>) {
+        let leader = self.leader.take().map(|l| l.id);
+        let highest = self
+            .membership
+            .iter()
+            .filter(|id| Some(**id) != leader)
+            .max()
+            == Some(&self.id());
+        tracing::warn!(?leader, highest, "leader lost ({why}); election");
+        if highest {
+            self.start_election(now, out);
+        } else {
+            self.role = Role::Candidate;
+            self.next_election =
+                Some(now + self.config.timing.election + self.rank_delay(now) + self.jitter());
+        }
+    }
+
     fn adopt_view(&mut self, view: &LeaderView) {
         self.agreed = true;
         self.version = view.version;
@@ -652,8 +698,8 @@ impl Node {
         self.colours = view.colours.iter().copied().collect();
     }
 
-    /// Registers with the leader while it does not count us as a member (again after a second
-    /// without answer).
+    /// Registers with the leader while it does not count us as a member or we hold no link to
+    /// it (again after a second without answer).
     fn join_if_needed(&mut self, now: Instant, out: &mut Vec<Output>) {
         let Some(leader) = self.leader.as_ref() else {
             return;
@@ -663,11 +709,14 @@ impl Node {
         let waiting = self
             .join_sent
             .is_some_and(|at| now.duration_since(at) < Duration::from_secs(1));
-        if !member && !waiting {
+        // Registered or not, a follower keeps a link open to its leader.
+        let linked = self.linked == Some(leader.id);
+        if (!member || !linked) && !waiting {
             out.push(Output::Join {
                 leader: leader.id,
                 addr: leader.tcp,
                 term: self.term,
+                seq: self.heard_seq,
             });
             self.join_sent = Some(now);
         }
@@ -954,335 +1003,15 @@ impl Node {
         self.config.timing.election * higher as u32
     }
 
-    /// A per-node, per-term spread of 0–300 ms, so candidates do not retry in lockstep.
+    /// A per-node, per-term spread of up to half an election timeout, so candidates do not
+    /// retry in lockstep.
     fn jitter(&self) -> Duration {
         let mixed = self.id().wrapping_mul(0x9E37_79B9_7F4A_7C15)
             ^ self.term.wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        Duration::from_millis((mixed >> 33) % 300)
+        let spread = (self.config.timing.election.as_millis() as u64 / 2).max(1);
+        Duration::from_millis((mixed >> 33) % spread)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn addr(id: NodeId) -> SocketAddr {
-        SocketAddr::from(([10, 0, 0, id as u8], 7200))
-    }
-
-    fn node(id: NodeId, now: Instant) -> Node {
-        Node::new(
-            NodeConfig {
-                id,
-                tcp_port: 7201,
-                min_cluster_size: 3,
-                timing: Timing::default(),
-            },
-            now,
-        )
-    }
-
-    fn datagram(sender: NodeId, message: ElectionMessage) -> Input {
-        Input::Datagram {
-            from: addr(sender),
-            sender,
-            message,
-        }
-    }
-
-    fn view(membership: &[NodeId], version: u64) -> LeaderView {
-        LeaderView {
-            tcp_port: 7201,
-            membership: membership.to_vec(),
-            version,
-            colours: vec![],
-        }
-    }
-
-    /// A node that has been up long enough to vote, following `leader` in `term`.
-    fn follower(id: NodeId, leader: NodeId, term: u64, t0: Instant) -> (Node, Instant) {
-        let mut n = node(id, t0);
-        let now = t0 + Duration::from_secs(3);
-        n.handle(
-            now,
-            datagram(
-                leader,
-                ElectionMessage::Heartbeat {
-                    term,
-                    seq: 0,
-                    view: view(&[1, 2, 3], 1),
-                },
-            ),
-        );
-        assert_eq!(n.role(now), Role::Follower);
-        (n, now)
-    }
-
-    fn sent(outputs: &[Output]) -> Vec<&ElectionMessage> {
-        outputs
-            .iter()
-            .filter_map(|o| match o {
-                Output::Broadcast(m) | Output::SendTo(_, m) => Some(m),
-                Output::Join { .. } => None,
-            })
-            .collect()
-    }
-
-    #[test]
-    fn init_broadcasts_hello_and_the_highest_runs_once_discovery_settles() {
-        let t0 = Instant::now();
-        let mut n = node(3, t0);
-        let out = n.handle(t0, Input::Tick);
-        assert!(matches!(sent(&out)[..], [ElectionMessage::Hello { .. }]));
-        n.handle(t0, datagram(1, ElectionMessage::Hello { term: 0 }));
-        n.handle(t0, datagram(2, ElectionMessage::Hello { term: 0 }));
-        let out = n.handle(t0 + Duration::from_millis(2100), Input::Tick);
-        assert!(
-            sent(&out)
-                .iter()
-                .any(|m| matches!(m, ElectionMessage::Election { term: 1, .. }))
-        );
-        assert_eq!(n.role(t0 + Duration::from_millis(2100)), Role::Candidate);
-    }
-
-    #[test]
-    fn a_follower_ignores_elections_while_it_hears_its_leader() {
-        let t0 = Instant::now();
-        let (mut n, now) = follower(1, 3, 4, t0);
-        let out = n.handle(
-            now,
-            datagram(
-                2,
-                ElectionMessage::Election {
-                    term: 9,
-                    version: 1,
-                },
-            ),
-        );
-        assert!(sent(&out).is_empty(), "no vote while the leader is alive");
-        assert_eq!(n.term(), 4, "nor does it adopt the candidate's term");
-    }
-
-    #[test]
-    fn a_lower_node_votes_once_per_term_and_a_higher_one_answers() {
-        let t0 = Instant::now();
-        let (mut low, now) = follower(1, 3, 4, t0);
-        let later = now + Duration::from_secs(2); // leader silent
-        let out = low.handle(
-            later,
-            datagram(
-                2,
-                ElectionMessage::Election {
-                    term: 5,
-                    version: 1,
-                },
-            ),
-        );
-        assert!(matches!(
-            sent(&out)[..],
-            [ElectionMessage::Vote {
-                term: 5,
-                candidate: 2
-            }]
-        ));
-        let out = low.handle(
-            later,
-            datagram(
-                3,
-                ElectionMessage::Election {
-                    term: 5,
-                    version: 1,
-                },
-            ),
-        );
-        assert!(sent(&out).is_empty(), "already voted in term 5");
-
-        let (mut high, now) = follower(3, 9, 4, t0);
-        let later = now + Duration::from_secs(2);
-        let out = high.handle(
-            later,
-            datagram(
-                2,
-                ElectionMessage::Election {
-                    term: 5,
-                    version: 1,
-                },
-            ),
-        );
-        assert!(sent(&out).iter().any(|m| matches!(
-            m,
-            ElectionMessage::Answer {
-                term: 5,
-                candidate: 2
-            }
-        )));
-        assert!(
-            sent(&out)
-                .iter()
-                .any(|m| matches!(m, ElectionMessage::Election { term: 6, .. })),
-            "and runs itself"
-        );
-    }
-
-    #[test]
-    fn voters_refuse_candidates_with_an_older_membership() {
-        let t0 = Instant::now();
-        let (mut n, now) = follower(1, 3, 4, t0);
-        let later = now + Duration::from_secs(2);
-        let out = n.handle(
-            later,
-            datagram(
-                2,
-                ElectionMessage::Election {
-                    term: 5,
-                    version: 0,
-                },
-            ),
-        );
-        assert!(sent(&out).is_empty());
-    }
-
-    #[test]
-    fn a_just_started_node_does_not_vote() {
-        let t0 = Instant::now();
-        let mut n = node(1, t0);
-        let out = n.handle(
-            t0 + Duration::from_millis(100),
-            datagram(
-                2,
-                ElectionMessage::Election {
-                    term: 1,
-                    version: 0,
-                },
-            ),
-        );
-        assert!(sent(&out).is_empty());
-    }
-
-    #[test]
-    fn heartbeats_of_a_lower_term_are_ignored() {
-        let t0 = Instant::now();
-        let (mut n, now) = follower(1, 3, 4, t0);
-        n.handle(
-            now,
-            datagram(
-                2,
-                ElectionMessage::Heartbeat {
-                    term: 3,
-                    seq: 0,
-                    view: view(&[1, 2, 3], 1),
-                },
-            ),
-        );
-        assert_eq!(n.leader(now), Some(3));
-    }
-
-    /// Wins an election among {1, 2, 3} as node 3 and returns it with the instant.
-    fn elected(t0: Instant) -> (Node, Instant) {
-        let (mut n, now) = follower(3, 2, 1, t0);
-        let later = now + Duration::from_secs(2);
-        n.handle(later, Input::Tick); // leader 2 silent: 3 is the highest member and runs
-        let term = n.term();
-        let out = n.handle(
-            later,
-            datagram(1, ElectionMessage::Vote { term, candidate: 3 }),
-        );
-        assert!(
-            sent(&out)
-                .iter()
-                .any(|m| matches!(m, ElectionMessage::Coordinator { .. }))
-        );
-        (n, later)
-    }
-
-    /// Node 1 acks the leader's (node 3's) first heartbeat, arriving at `at`.
-    fn ack_first_heartbeat(n: &mut Node, at: Instant) {
-        let term = n.term();
-        n.handle(
-            at,
-            datagram(
-                1,
-                ElectionMessage::Ack {
-                    term,
-                    seq: 0,
-                    leader: 3,
-                    version: 1,
-                },
-            ),
-        );
-    }
-
-    #[test]
-    fn a_winner_leads_only_once_a_majority_acked_its_heartbeat() {
-        let t0 = Instant::now();
-        let (mut n, now) = elected(t0);
-        assert_eq!(n.role(now), Role::Candidate, "votes are no lease");
-        ack_first_heartbeat(&mut n, now);
-        assert!(n.is_leader(now));
-        assert_eq!(n.tenures().len(), 1);
-    }
-
-    #[test]
-    fn a_leader_without_fresh_acks_steps_down_when_its_lease_ends() {
-        let t0 = Instant::now();
-        let (mut n, now) = elected(t0);
-        ack_first_heartbeat(&mut n, now);
-        let after_lease = now + Duration::from_millis(900);
-        assert!(
-            !n.is_leader(after_lease),
-            "not a leader past the lease, even before a tick"
-        );
-        n.handle(after_lease, Input::Tick);
-        assert_eq!(
-            n.tenures()[0].until,
-            Some(now + Duration::from_millis(800)),
-            "the tenure ends when the lease did"
-        );
-    }
-
-    #[test]
-    fn a_late_ack_counts_from_when_its_heartbeat_was_sent() {
-        let t0 = Instant::now();
-        let (mut n, now) = elected(t0);
-        // The ack for heartbeat 0 arrives 2 s late (a paused follower): no lease from it.
-        let late = now + Duration::from_secs(2);
-        ack_first_heartbeat(&mut n, late);
-        assert!(!n.is_leader(late));
-    }
-
-    #[test]
-    fn a_leader_that_sees_a_higher_term_steps_down() {
-        let t0 = Instant::now();
-        let (mut n, now) = elected(t0);
-        let term = n.term();
-        ack_first_heartbeat(&mut n, now);
-        n.handle(
-            now,
-            datagram(
-                2,
-                ElectionMessage::Heartbeat {
-                    term: term + 1,
-                    seq: 0,
-                    view: view(&[1, 2, 3], 2),
-                },
-            ),
-        );
-        assert_eq!(n.role(now), Role::Follower);
-        assert_eq!(n.leader(now), Some(2));
-    }
-
-    #[test]
-    fn votes_from_outside_the_membership_do_not_count() {
-        let t0 = Instant::now();
-        let (mut n, now) = follower(3, 2, 1, t0);
-        let later = now + Duration::from_secs(2);
-        n.handle(later, Input::Tick);
-        let term = n.term();
-        n.handle(
-            later,
-            datagram(7, ElectionMessage::Vote { term, candidate: 3 }),
-        );
-        assert_eq!(n.role(later), Role::Candidate);
-        assert!(n.tenures().is_empty());
-    }
-}
+mod tests;

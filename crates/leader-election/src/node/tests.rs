@@ -1,0 +1,405 @@
+//! Unit tests of the election's transitions, one input at a time.
+use super::*;
+
+fn addr(id: NodeId) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, id as u8], 7200))
+}
+
+fn node(id: NodeId, now: Instant) -> Node {
+    Node::new(
+        NodeConfig {
+            id,
+            tcp_port: 7201,
+            min_cluster_size: 3,
+            timing: Timing::default(),
+        },
+        now,
+    )
+}
+
+fn datagram(sender: NodeId, message: ElectionMessage) -> Input {
+    Input::Datagram {
+        from: addr(sender),
+        sender,
+        message,
+    }
+}
+
+fn view(membership: &[NodeId], version: u64) -> LeaderView {
+    LeaderView {
+        tcp_port: 7201,
+        membership: membership.to_vec(),
+        version,
+        colours: vec![],
+    }
+}
+
+/// A node that has been up long enough to vote, following `leader` in `term`.
+fn follower(id: NodeId, leader: NodeId, term: u64, t0: Instant) -> (Node, Instant) {
+    let mut n = node(id, t0);
+    let now = t0 + Duration::from_secs(3);
+    n.handle(
+        now,
+        datagram(
+            leader,
+            ElectionMessage::Heartbeat {
+                term,
+                seq: 0,
+                view: view(&[1, 2, 3], 1),
+            },
+        ),
+    );
+    assert_eq!(n.role(now), Role::Follower);
+    (n, now)
+}
+
+/// Past the leader timeout and its jitter, with the peers still counted as reachable.
+fn leader_silent(now: Instant) -> Instant {
+    let timing = Timing::default();
+    now + timing.leader_timeout + timing.election
+}
+
+fn sent(outputs: &[Output]) -> Vec<&ElectionMessage> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Broadcast(m) | Output::SendTo(_, m) => Some(m),
+            Output::Join { .. } => None,
+        })
+        .collect()
+}
+
+#[test]
+fn init_broadcasts_hello_and_the_highest_runs_once_discovery_settles() {
+    let t0 = Instant::now();
+    let mut n = node(3, t0);
+    let out = n.handle(t0, Input::Tick);
+    assert!(matches!(sent(&out)[..], [ElectionMessage::Hello { .. }]));
+    n.handle(t0, datagram(1, ElectionMessage::Hello { term: 0 }));
+    n.handle(t0, datagram(2, ElectionMessage::Hello { term: 0 }));
+    // Still there (they say hello every heartbeat) when discovery settles.
+    let settled = t0 + Duration::from_millis(2100);
+    n.handle(settled, datagram(1, ElectionMessage::Hello { term: 0 }));
+    n.handle(settled, datagram(2, ElectionMessage::Hello { term: 0 }));
+    let out = n.handle(settled, Input::Tick);
+    assert!(
+        sent(&out)
+            .iter()
+            .any(|m| matches!(m, ElectionMessage::Election { term: 1, .. }))
+    );
+    assert_eq!(n.role(t0 + Duration::from_millis(2100)), Role::Candidate);
+}
+
+#[test]
+fn a_follower_ignores_elections_while_it_hears_its_leader() {
+    let t0 = Instant::now();
+    let (mut n, now) = follower(1, 3, 4, t0);
+    let out = n.handle(
+        now,
+        datagram(
+            2,
+            ElectionMessage::Election {
+                term: 9,
+                version: 1,
+            },
+        ),
+    );
+    assert!(sent(&out).is_empty(), "no vote while the leader is alive");
+    assert_eq!(n.term(), 4, "nor does it adopt the candidate's term");
+}
+
+#[test]
+fn a_lower_node_votes_once_per_term_and_a_higher_one_answers() {
+    let t0 = Instant::now();
+    let (mut low, now) = follower(1, 3, 4, t0);
+    let later = leader_silent(now);
+    let out = low.handle(
+        later,
+        datagram(
+            2,
+            ElectionMessage::Election {
+                term: 5,
+                version: 1,
+            },
+        ),
+    );
+    assert!(matches!(
+        sent(&out)[..],
+        [ElectionMessage::Vote {
+            term: 5,
+            candidate: 2
+        }]
+    ));
+    let out = low.handle(
+        later,
+        datagram(
+            3,
+            ElectionMessage::Election {
+                term: 5,
+                version: 1,
+            },
+        ),
+    );
+    assert!(sent(&out).is_empty(), "already voted in term 5");
+
+    let (mut high, now) = follower(3, 9, 4, t0);
+    let later = leader_silent(now);
+    let out = high.handle(
+        later,
+        datagram(
+            2,
+            ElectionMessage::Election {
+                term: 5,
+                version: 1,
+            },
+        ),
+    );
+    assert!(sent(&out).iter().any(|m| matches!(
+        m,
+        ElectionMessage::Answer {
+            term: 5,
+            candidate: 2
+        }
+    )));
+    assert!(
+        sent(&out)
+            .iter()
+            .any(|m| matches!(m, ElectionMessage::Election { term: 6, .. })),
+        "and runs itself"
+    );
+}
+
+#[test]
+fn voters_refuse_candidates_with_an_older_membership() {
+    let t0 = Instant::now();
+    let (mut n, now) = follower(1, 3, 4, t0);
+    let later = leader_silent(now);
+    let out = n.handle(
+        later,
+        datagram(
+            2,
+            ElectionMessage::Election {
+                term: 5,
+                version: 0,
+            },
+        ),
+    );
+    assert!(sent(&out).is_empty());
+}
+
+#[test]
+fn a_just_started_node_does_not_vote() {
+    let t0 = Instant::now();
+    let mut n = node(1, t0);
+    let out = n.handle(
+        t0 + Duration::from_millis(100),
+        datagram(
+            2,
+            ElectionMessage::Election {
+                term: 1,
+                version: 0,
+            },
+        ),
+    );
+    assert!(sent(&out).is_empty());
+}
+
+#[test]
+fn heartbeats_of_a_lower_term_are_ignored() {
+    let t0 = Instant::now();
+    let (mut n, now) = follower(1, 3, 4, t0);
+    n.handle(
+        now,
+        datagram(
+            2,
+            ElectionMessage::Heartbeat {
+                term: 3,
+                seq: 0,
+                view: view(&[1, 2, 3], 1),
+            },
+        ),
+    );
+    assert_eq!(n.leader(now), Some(3));
+}
+
+/// Wins an election among {1, 2, 3} as node 3 and returns it with the instant.
+fn elected(t0: Instant) -> (Node, Instant) {
+    let (mut n, now) = follower(3, 2, 1, t0);
+    let later = leader_silent(now);
+    n.handle(later, Input::Tick); // leader 2 silent: 3 is the highest member and runs
+    let term = n.term();
+    let out = n.handle(
+        later,
+        datagram(1, ElectionMessage::Vote { term, candidate: 3 }),
+    );
+    assert!(
+        sent(&out)
+            .iter()
+            .any(|m| matches!(m, ElectionMessage::Coordinator { .. }))
+    );
+    (n, later)
+}
+
+/// Node 1 acks the leader's (node 3's) first heartbeat, arriving at `at`.
+fn ack_first_heartbeat(n: &mut Node, at: Instant) {
+    let term = n.term();
+    n.handle(
+        at,
+        datagram(
+            1,
+            ElectionMessage::Ack {
+                term,
+                seq: 0,
+                leader: 3,
+                version: 1,
+            },
+        ),
+    );
+}
+
+#[test]
+fn a_winner_leads_only_once_a_majority_acked_its_heartbeat() {
+    let t0 = Instant::now();
+    let (mut n, now) = elected(t0);
+    assert_eq!(n.role(now), Role::Candidate, "votes are no lease");
+    ack_first_heartbeat(&mut n, now);
+    assert!(n.is_leader(now));
+    assert_eq!(n.tenures().len(), 1);
+}
+
+#[test]
+fn a_leader_without_fresh_acks_steps_down_when_its_lease_ends() {
+    let t0 = Instant::now();
+    let (mut n, now) = elected(t0);
+    ack_first_heartbeat(&mut n, now);
+    let after_lease = now + Duration::from_millis(900);
+    assert!(
+        !n.is_leader(after_lease),
+        "not a leader past the lease, even before a tick"
+    );
+    n.handle(after_lease, Input::Tick);
+    assert_eq!(
+        n.tenures()[0].until,
+        Some(now + Timing::default().lease),
+        "the tenure ends when the lease did"
+    );
+}
+
+#[test]
+fn a_late_ack_counts_from_when_its_heartbeat_was_sent() {
+    let t0 = Instant::now();
+    let (mut n, now) = elected(t0);
+    // The ack for heartbeat 0 arrives 2 s late (a paused follower): no lease from it.
+    let late = now + Duration::from_secs(2);
+    ack_first_heartbeat(&mut n, late);
+    assert!(!n.is_leader(late));
+}
+
+#[test]
+fn a_leader_that_sees_a_higher_term_steps_down() {
+    let t0 = Instant::now();
+    let (mut n, now) = elected(t0);
+    let term = n.term();
+    ack_first_heartbeat(&mut n, now);
+    n.handle(
+        now,
+        datagram(
+            2,
+            ElectionMessage::Heartbeat {
+                term: term + 1,
+                seq: 0,
+                view: view(&[1, 2, 3], 2),
+            },
+        ),
+    );
+    assert_eq!(n.role(now), Role::Follower);
+    assert_eq!(n.leader(now), Some(2));
+}
+
+#[test]
+fn votes_from_outside_the_membership_do_not_count() {
+    let t0 = Instant::now();
+    let (mut n, now) = follower(3, 2, 1, t0);
+    let later = leader_silent(now);
+    n.handle(later, Input::Tick);
+    let term = n.term();
+    n.handle(
+        later,
+        datagram(7, ElectionMessage::Vote { term, candidate: 3 }),
+    );
+    assert_eq!(n.role(later), Role::Candidate);
+    assert!(n.tenures().is_empty());
+}
+
+/// Follower 3 of leader 2, registered (so holding a link to it).
+fn linked_follower(t0: Instant) -> (Node, Instant) {
+    let (mut n, now) = follower(3, 2, 1, t0);
+    let joined = Input::Joined {
+        leader: 2,
+        term: 1,
+        view: view(&[1, 2, 3], 1),
+    };
+    n.handle(now, joined);
+    (n, now)
+}
+
+#[test]
+fn a_link_closed_by_the_leader_starts_an_election_at_once() {
+    let t0 = Instant::now();
+    let (mut n, now) = linked_follower(t0);
+    let out = n.handle(now, Input::LeaderLinkClosed { leader: 2 });
+    assert!(
+        sent(&out)
+            .iter()
+            .any(|m| matches!(m, ElectionMessage::Election { term: 2, .. })),
+        "the highest remaining member runs without waiting: {out:?}"
+    );
+    assert_eq!(n.leader(now), None);
+}
+
+#[test]
+fn a_closed_link_to_someone_else_changes_nothing() {
+    let t0 = Instant::now();
+    let (mut n, now) = linked_follower(t0);
+    let out = n.handle(now, Input::LeaderLinkClosed { leader: 9 });
+    assert!(out.is_empty());
+    assert_eq!(n.leader(now), Some(2));
+}
+
+#[test]
+fn a_follower_without_a_link_registers_again() {
+    let t0 = Instant::now();
+    let (mut n, now) = linked_follower(t0);
+    n.linked = None;
+    let out = n.handle(now + Duration::from_millis(10), Input::Tick);
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Join { leader: 2, .. }))
+    );
+}
+
+#[test]
+fn a_leader_stops_counting_a_follower_before_closing_its_link() {
+    let t0 = Instant::now();
+    let (mut n, now) = elected(t0);
+    ack_first_heartbeat(&mut n, now);
+    assert!(n.is_leader(now));
+    n.link_lost(1);
+    assert!(
+        !n.is_leader(now),
+        "node 1's acks still hold up the lease after its link was closed"
+    );
+}
+
+#[test]
+fn a_join_is_dated_by_the_heartbeat_it_answers() {
+    let t0 = Instant::now();
+    let (mut n, now) = elected(t0);
+    ack_first_heartbeat(&mut n, now);
+    // Node 2 registers late, having heard only heartbeat 0 (sent at `now`): its contact
+    // counts from then, not from when its registration arrived.
+    let lease = Timing::default().lease;
+    let late = now + lease - Duration::from_millis(50);
+    assert!(n.join(late, 2, 0).is_ok());
+    assert!(!n.is_leader(now + lease + Duration::from_millis(50)));
+}
