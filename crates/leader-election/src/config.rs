@@ -56,7 +56,7 @@ pub struct ElectionConfig {
     pub settle_ms: u64,
 
     /// How long a candidate waits for votes before trying again.
-    #[arg(long, env = "HALAB_ELECTION_TIMEOUT_MS", default_value_t = 300)]
+    #[arg(long, env = "HALAB_ELECTION_TIMEOUT_MS", default_value_t = 500)]
     pub election_timeout_ms: u64,
 }
 

@@ -65,6 +65,8 @@ struct Sim {
     links: BTreeMap<NodeId, NodeId>,
     rng: u64,
     max_leaders_at_once: usize,
+    /// Printed with every failure, so that it can be replayed.
+    seed: u64,
     min_cluster_size: usize,
 }
 
@@ -99,6 +101,7 @@ impl Sim {
             held: Vec::new(),
             links: BTreeMap::new(),
             rng: seed.max(1),
+            seed,
             max_leaders_at_once: 0,
             min_cluster_size: 3,
         };
@@ -377,8 +380,9 @@ impl Sim {
         self.max_leaders_at_once = self.max_leaders_at_once.max(leaders);
         assert!(
             leaders <= 1,
-            "two leaders at once at {:?}: {:?}{}",
+            "two leaders at once at {:?} (seed {}): {:?}{}",
             now.duration_since(self.start),
+            self.seed,
             self.leaders(),
             self.describe()
         );
@@ -397,7 +401,8 @@ impl Sim {
         while !done(self) {
             assert!(
                 self.now.duration_since(started) < limit,
-                "no {what} within {limit:?}: {}",
+                "no {what} within {limit:?} (seed {}): {}",
+                self.seed,
                 self.describe()
             );
             self.step();
@@ -650,11 +655,15 @@ fn a_paused_leader_never_leads_beside_its_successor() {
 #[test]
 fn random_fault_schedules_never_have_two_leaders() {
     // HALAB_SIM_SEEDS=N runs more schedules (default 300).
-    let seeds: u64 = std::env::var("HALAB_SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(300);
-    for seed in 1..=seeds {
+    // HALAB_SIM_FIRST=K starts at schedule K (to replay a failure); HALAB_SIM_TRACE=1 prints
+    // every node's log lines.
+    let env = |name: &str| std::env::var(name).ok().and_then(|s| s.parse::<u64>().ok());
+    let seeds = env("HALAB_SIM_SEEDS").unwrap_or(300);
+    let first = env("HALAB_SIM_FIRST").unwrap_or(1);
+    if env("HALAB_SIM_TRACE") == Some(1) {
+        tracing_subscriber::fmt().with_test_writer().init();
+    }
+    for seed in first..first + seeds {
         let n = 3 + seed % 5;
         let restarts = seed % 2 == 0;
         let mut sim = Sim::new(std::iter::empty(), seed * 7919);
@@ -666,12 +675,27 @@ fn random_fault_schedules_never_have_two_leaders() {
         for _ in 0..12 {
             let victim = 1 + sim.random(n);
             let fault = sim.random(7);
+            tracing::info!(
+                fault,
+                victim,
+                at_ms = sim.now.duration_since(sim.start).as_millis() as u64,
+                "sim: fault"
+            );
             match fault {
                 0 => sim.kill(victim),
                 1 if restarts => sim.restart(victim),
                 1 => {}
-                2 => sim.set_health(victim, Health::Paused),
-                3 => sim.set_health(victim, Health::Up),
+                2 if sim.nodes[&victim].health == Health::Up => {
+                    sim.set_health(victim, Health::Paused)
+                }
+                2 => {}
+                // Resume a paused node; a killed one only comes back by a restart, without
+                // its state (its links closed when it died: bringing its state back would be a
+                // process no real system can have).
+                3 if sim.nodes[&victim].health == Health::Paused => {
+                    sim.set_health(victim, Health::Up)
+                }
+                3 => {}
                 4 => {
                     let size = 1 + sim.random(n / 2);
                     let minority: Vec<NodeId> = (0..size).map(|_| 1 + sim.random(n)).collect();

@@ -67,7 +67,7 @@ impl Default for Timing {
             leader_timeout: Duration::from_millis(600),
             member_timeout: Duration::from_millis(1500),
             settle: Duration::from_millis(2000),
-            election: Duration::from_millis(300),
+            election: Duration::from_millis(500),
         }
     }
 }
@@ -150,6 +150,15 @@ struct LeaderInfo {
     heard: Instant,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct IgnoredElection {
+    at: Instant,
+    from: SocketAddr,
+    candidate: NodeId,
+    term: u64,
+    version: u64,
+}
+
 /// One term as leader: from when it won to when its lease ran out or it stepped down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tenure {
@@ -195,6 +204,10 @@ pub struct Node {
     linked: Option<NodeId>,
     /// Follower: the number of the latest heartbeat heard from the leader.
     heard_seq: u64,
+    /// Follower: the latest election ignored because we still heard the leader. If our link
+    /// to it closes moments later, we answer that election then instead of making the
+    /// candidate wait out its election timeout.
+    ignored_election: Option<IgnoredElection>,
     started: Instant,
 }
 
@@ -224,6 +237,7 @@ impl Node {
             join_sent: None,
             linked: None,
             heard_seq: 0,
+            ignored_election: None,
             started: now,
         }
     }
@@ -312,6 +326,13 @@ impl Node {
                     && self.leader.as_ref().is_some_and(|l| l.id == leader);
                 if following {
                     self.leader_lost(now, "it closed our link", &mut out);
+                    let recent = self
+                        .ignored_election
+                        .take()
+                        .filter(|e| now.duration_since(e.at) <= self.config.timing.election);
+                    if let Some(e) = recent {
+                        self.on_election(now, e.from, e.candidate, e.term, e.version, &mut out);
+                    }
                 }
             }
         }
@@ -562,6 +583,13 @@ impl Node {
                 term,
                 "ignoring an election while the leader is alive"
             );
+            self.ignored_election = Some(IgnoredElection {
+                at: now,
+                from,
+                candidate,
+                term,
+                version,
+            });
             return;
         }
         if term < self.term {

@@ -403,3 +403,33 @@ fn a_join_is_dated_by_the_heartbeat_it_answers() {
     assert!(n.join(late, 2, 0).is_ok());
     assert!(!n.is_leader(now + lease + Duration::from_millis(50)));
 }
+
+#[test]
+fn an_election_ignored_just_before_the_link_closed_is_answered_then() {
+    let t0 = Instant::now();
+    let (mut n, now) = follower(1, 3, 1, t0);
+    n.handle(
+        now,
+        Input::Joined {
+            leader: 3,
+            term: 1,
+            view: view(&[1, 2, 3], 1),
+        },
+    );
+    let election = ElectionMessage::Election {
+        term: 2,
+        version: 1,
+    };
+    assert!(sent(&n.handle(now, datagram(2, election))).is_empty());
+    let out = n.handle(now, Input::LeaderLinkClosed { leader: 3 });
+    assert!(
+        sent(&out).iter().any(|m| matches!(
+            m,
+            ElectionMessage::Vote {
+                term: 2,
+                candidate: 2
+            }
+        )),
+        "{out:?}"
+    );
+}
