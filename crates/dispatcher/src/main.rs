@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use dispatcher::DispatcherConfig;
+use dispatcher::server::MAX_PAGE_ROWS;
 use halab_runtime::{CommonArgs, ControlCommand, StatusArgs, control};
 use proto::{DispatcherStatus, Message};
 
@@ -49,11 +50,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn query(common: &CommonArgs, args: &StatusArgs) -> anyhow::Result<DispatcherStatus> {
     let addr = args.status_addr.unwrap_or(DEFAULT_STATUS_ADDR);
-    match control::query_status(addr, common.codec(), Duration::from_millis(args.timeout_ms))
-        .await?
-    {
-        Message::DispatcherStatus(status) => Ok(status),
-        other => anyhow::bail!("{addr} answered {:?}: not a dispatcher", other.kind()),
+    let timeout = Duration::from_millis(args.timeout_ms);
+    let ask = |request| async move {
+        match control::query(addr, common.codec(), request, timeout).await? {
+            Message::DispatcherStatus(status) => Ok(status),
+            other => anyhow::bail!("{addr} answered {:?}: not a dispatcher", other.kind()),
+        }
+    };
+    if !args.all {
+        return ask(Message::StatusRequest).await;
+    }
+    // Page by page; the totals are those of the last page. Workers that come or go meanwhile
+    // may shift a row across a page boundary: the listing is a scan, not a snapshot.
+    let mut rows = Vec::new();
+    loop {
+        let limit = MAX_PAGE_ROWS as u32;
+        let offset = rows.len() as u64;
+        let mut page = ask(Message::StatusPage { offset, limit }).await?;
+        let last = page.workers.len() < MAX_PAGE_ROWS;
+        rows.append(&mut page.workers);
+        if last {
+            page.workers = rows;
+            return Ok(page);
+        }
     }
 }
 
@@ -62,7 +81,7 @@ fn table(status: &DispatcherStatus) -> String {
     let _ = writeln!(
         out,
         "{} workers, {}/{} active, {} activations; fairness gap {:.3} (bound {:.3}); up {} s",
-        status.workers.len(),
+        status.worker_count,
         status.active,
         status.max_active,
         status.total_activations,
@@ -89,11 +108,19 @@ fn table(status: &DispatcherStatus) -> String {
             w.last_comm_ms_ago
         );
     }
-    if status.auth_failures + status.bad_frames > 0 {
+    if (status.workers.len() as u64) < status.worker_count {
         let _ = writeln!(
             out,
-            "dropped: {} unauthenticated, {} malformed frames",
-            status.auth_failures, status.bad_frames
+            "(the first {} of {} rows; --all for every one)",
+            status.workers.len(),
+            status.worker_count
+        );
+    }
+    if status.auth_failures + status.bad_frames + status.replayed > 0 {
+        let _ = writeln!(
+            out,
+            "dropped: {} unauthenticated, {} malformed, {} replayed frames",
+            status.auth_failures, status.bad_frames, status.replayed
         );
     }
     out

@@ -252,10 +252,19 @@ impl Registry {
         )
     }
 
-    pub fn status(&self, now: Instant, bound: f64, max_active: u32) -> DispatcherStatus {
+    /// The table's totals and the rows `rows` (positions in id order).
+    pub fn status(
+        &self,
+        now: Instant,
+        bound: f64,
+        max_active: u32,
+        rows: std::ops::Range<usize>,
+    ) -> DispatcherStatus {
         let workers: Vec<WorkerRow> = self
             .workers
             .iter()
+            .skip(rows.start)
+            .take(rows.len())
             .map(|(id, w)| WorkerRow {
                 id: *id,
                 addr: w.addr.to_string(),
@@ -272,7 +281,8 @@ impl Registry {
             })
             .collect();
         DispatcherStatus {
-            total_activations: workers.iter().map(|w| w.activations).sum(),
+            worker_count: self.workers.len() as u64,
+            total_activations: self.workers.values().map(|w| w.activations).sum(),
             active: self.active_count() as u32,
             workers,
             fairness_gap: self.fairness_gap(),
@@ -379,7 +389,7 @@ mod tests {
             (w.answers_since_activation, w.last_comm, w.activations),
             (0, None, 1)
         );
-        let status = r.status(t5, 1.0, 5);
+        let status = r.status(t5, 1.0, 5, 0..usize::MAX);
         assert_eq!(status.workers[0].last_comm_ms_ago, -1);
         assert_eq!(r.report(id, true, t5), ReportOutcome::NotActive);
         assert_eq!(r.report(99, true, t5), ReportOutcome::UnknownWorker);

@@ -15,6 +15,10 @@ use crate::shared::Shared;
 
 /// How many commands may queue for one worker; the activator sends at most one at a time.
 const COMMAND_QUEUE: usize = 4;
+/// Rows in the answer to a plain status request.
+pub const SUMMARY_ROWS: usize = 100;
+/// Most rows in one page: ≈ 100 bytes each, well below the 1 MiB frame limit.
+pub const MAX_PAGE_ROWS: usize = 5000;
 
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
     loop {
@@ -69,9 +73,17 @@ async fn handle_connection(mut conn: Connection, shared: Arc<Shared>, shutdown: 
             message: Message::StatusRequest,
             ..
         } => {
-            let _ = conn
-                .send(0, Message::DispatcherStatus(shared.status()))
-                .await;
+            let status = shared.status(0..SUMMARY_ROWS);
+            let _ = conn.send(0, Message::DispatcherStatus(status)).await;
+        }
+        Frame {
+            message: Message::StatusPage { offset, limit },
+            ..
+        } => {
+            let start = usize::try_from(offset).unwrap_or(usize::MAX);
+            let len = (limit as usize).min(MAX_PAGE_ROWS);
+            let status = shared.status(start..start.saturating_add(len));
+            let _ = conn.send(0, Message::DispatcherStatus(status)).await;
         }
         Frame {
             sender: id,
@@ -113,8 +125,9 @@ async fn handle_connection(mut conn: Connection, shared: Arc<Shared>, shutdown: 
             Session::new(id, conn, commands, shared).run(shutdown).await;
         }
         Frame { message, .. } => {
-            tracing::warn!(%peer, kind = ?message.kind(), "dropping connection: expected Register or StatusRequest first");
-            let reason = "the first frame must be Register or StatusRequest".to_string();
+            tracing::warn!(%peer, kind = ?message.kind(), "dropping connection: expected Register or a status request first");
+            let reason =
+                "the first frame must be Register, StatusRequest or StatusPage".to_string();
             let _ = conn.send(0, Message::Rejected { reason }).await;
         }
     }

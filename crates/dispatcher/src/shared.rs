@@ -72,7 +72,8 @@ impl Shared {
         }
     }
 
-    pub fn status(&self) -> DispatcherStatus {
+    /// The totals and the table rows at positions `rows` (in id order).
+    pub fn status(&self, rows: std::ops::Range<usize>) -> DispatcherStatus {
         let now = Instant::now();
         let config = &self.config;
         let state = self.state();
@@ -81,7 +82,7 @@ impl Shared {
             config.expected_activation(),
             config.max_active,
         );
-        let mut status = state.registry.status(now, bound, config.max_active);
+        let mut status = state.registry.status(now, bound, config.max_active, rows);
         status.uptime_ms = now.duration_since(self.started).as_millis() as u64;
         let dropped = self.rejections.totals();
         status.auth_failures = dropped.auth_failures;

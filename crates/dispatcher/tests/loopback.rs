@@ -296,10 +296,39 @@ async fn one_dispatcher_holds_a_thousand_workers() {
     // A loaded machine (the whole suite at once) can lose a burst of SYNs or datagrams; the
     // retries that recover them take seconds, so this wait is longer than the others.
     let patience = Duration::from_secs(90);
-    wait_longer_for(d.tcp_addr, &codec, "a thousand workers", patience, |s| {
-        s.workers.len() == 1000
+    let status = wait_longer_for(d.tcp_addr, &codec, "a thousand workers", patience, |s| {
+        s.worker_count == 1000
     })
     .await;
+    assert_eq!(
+        status.workers.len(),
+        100,
+        "a plain status request gets the first rows"
+    );
+
+    // The whole table, page by page, each page in one frame.
+    let mut ids = Vec::new();
+    while ids.len() < 1000 {
+        let request = Message::StatusPage {
+            offset: ids.len() as u64,
+            limit: 300,
+        };
+        let Message::DispatcherStatus(page) =
+            halab_runtime::control::query(d.tcp_addr, codec.clone(), request, PATIENCE)
+                .await
+                .unwrap()
+        else {
+            panic!("not a dispatcher status")
+        };
+        assert!(
+            !page.workers.is_empty(),
+            "a page came back empty at {}",
+            ids.len()
+        );
+        ids.extend(page.workers.iter().map(|w| w.id));
+    }
+    let distinct: std::collections::BTreeSet<u64> = ids.iter().copied().collect();
+    assert_eq!((ids.len(), distinct.len()), (1000, 1000));
 }
 
 /// Connections recorded on their way to the dispatcher (a worker's registration and heartbeats,

@@ -27,6 +27,7 @@ fn status_frame(rows: usize) -> Frame {
     Frame::new(
         0,
         Message::DispatcherStatus(DispatcherStatus {
+            worker_count: 7,
             workers,
             fairness_gap: 0.75,
             fairness_bound: 1.5,

@@ -37,7 +37,13 @@ fn samples() -> Vec<Message> {
         Message::Heartbeat,
         Message::Leaving,
         Message::StatusRequest,
+        Message::StatusPage {
+            offset: 100,
+            limit: 50,
+        },
+        Message::Handshake { nonce: [7; 16] },
         Message::DispatcherStatus(DispatcherStatus {
+            worker_count: 7,
             workers: vec![],
             fairness_gap: 0.5,
             fairness_bound: 1.0,

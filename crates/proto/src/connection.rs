@@ -19,6 +19,10 @@ use crate::message::{Frame, Message, Nonce};
 
 /// A peer that does not complete the handshake within this is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The read buffer a connection starts with. Most frames are tens of bytes and a dispatcher
+/// holds one connection per worker: tokio-util's default of 8 KiB was most of a worker's cost.
+/// A larger frame grows the buffer as needed.
+const READ_BUFFER: usize = 256;
 
 #[derive(Debug)]
 pub struct Connection {
@@ -32,7 +36,7 @@ impl Connection {
         let peer = stream.peer_addr()?;
         // Frames are small and latency matters more than packing them.
         stream.set_nodelay(true)?;
-        let mut framed = Framed::new(stream, codec);
+        let mut framed = Framed::with_capacity(stream, codec, READ_BUFFER);
         let local: Nonce = rand::random();
         framed
             .send(&Frame::new(0, Message::Handshake { nonce: local }))

@@ -88,6 +88,13 @@ pub enum Message {
     Handshake {
         nonce: Nonce,
     },
+    /// Anyone → dispatcher: its status with the table rows from `offset` (in id order), at
+    /// most `limit` of them. A plain `StatusRequest` gets the first rows only, so that a table
+    /// of any size is read page by page without a frame above the size limit.
+    StatusPage {
+        offset: u64,
+        limit: u32,
+    },
 }
 
 /// A TCP connection's random nonce (see [`Message::Handshake`]).
@@ -238,10 +245,11 @@ pub enum MessageKind {
     Election = 16,
     ElectionStatus = 17,
     Handshake = 18,
+    StatusPage = 19,
 }
 
 impl MessageKind {
-    pub const ALL: [MessageKind; 18] = [
+    pub const ALL: [MessageKind; 19] = [
         MessageKind::Discover,
         MessageKind::Welcome,
         MessageKind::Register,
@@ -260,6 +268,7 @@ impl MessageKind {
         MessageKind::Election,
         MessageKind::ElectionStatus,
         MessageKind::Handshake,
+        MessageKind::StatusPage,
     ];
 
     pub fn from_u8(byte: u8) -> Option<MessageKind> {
@@ -288,6 +297,7 @@ impl Message {
             Message::Election(_) => MessageKind::Election,
             Message::ElectionStatus(_) => MessageKind::ElectionStatus,
             Message::Handshake { .. } => MessageKind::Handshake,
+            Message::StatusPage { .. } => MessageKind::StatusPage,
         }
     }
 }
@@ -295,6 +305,9 @@ impl Message {
 /// `dispatcher status --json`: the dispatcher's table and how fair its activations have been.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DispatcherStatus {
+    /// Registered workers, all of them.
+    pub worker_count: u64,
+    /// The rows asked for (in id order): the first ones, or one page.
     pub workers: Vec<WorkerRow>,
     /// Largest |activations − weighted share| over live workers.
     pub fairness_gap: f64,

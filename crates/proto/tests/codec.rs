@@ -140,6 +140,9 @@ fn arb_message() -> impl Strategy<Value = Message> {
         Just(Message::Heartbeat),
         Just(Message::Leaving),
         Just(Message::StatusRequest),
+        (any::<u64>(), any::<u32>())
+            .prop_map(|(offset, limit)| Message::StatusPage { offset, limit }),
+        any::<[u8; 16]>().prop_map(|nonce| Message::Handshake { nonce }),
         (
             prop::collection::vec(arb_row(), 0..8),
             -1e6f64..1e6,
@@ -148,6 +151,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
         )
             .prop_map(|(workers, gap, total, active)| Message::DispatcherStatus(
                 DispatcherStatus {
+                    worker_count: 7,
                     workers,
                     fairness_gap: gap,
                     fairness_bound: gap.abs() + 1.0,

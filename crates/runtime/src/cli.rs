@@ -65,9 +65,14 @@ pub struct StatusArgs {
     #[arg(long, env = "HALAB_JSON")]
     pub json: bool,
 
-    /// Give up after this many milliseconds.
+    /// Give up after this many milliseconds (for each page with --all).
     #[arg(long, env = "HALAB_TIMEOUT_MS", default_value_t = 2000)]
     pub timeout_ms: u64,
+
+    /// Every row of a long table (the dispatcher's workers), read page by page; without it
+    /// the totals and the first 100 rows.
+    #[arg(long, env = "HALAB_ALL")]
+    pub all: bool,
 }
 
 /// The subcommands every daemon has besides serving.

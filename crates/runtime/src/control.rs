@@ -18,11 +18,21 @@ pub async fn query_status(
     codec: FrameCodec,
     timeout: Duration,
 ) -> anyhow::Result<Message> {
+    query(addr, codec, Message::StatusRequest, timeout).await
+}
+
+/// Sends `request` to the daemon at `addr` and returns its one answer.
+pub async fn query(
+    addr: SocketAddr,
+    codec: FrameCodec,
+    request: Message,
+    timeout: Duration,
+) -> anyhow::Result<Message> {
     let exchange = async {
         let mut conn = Connection::connect(addr, codec)
             .await
             .with_context(|| format!("cannot connect to {addr}"))?;
-        conn.send(0, Message::StatusRequest).await?;
+        conn.send(0, request).await?;
         match conn.read_frame().await? {
             Some(frame) => match frame.message {
                 Message::Rejected { reason } => {
