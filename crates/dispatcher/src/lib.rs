@@ -9,6 +9,7 @@
 pub mod activator;
 pub mod config;
 pub mod discovery;
+pub mod pending;
 pub mod registry;
 pub mod scheduler;
 pub mod server;

@@ -2,17 +2,15 @@
 //! last communication, answers since activation, availability — plus id assignment. Plain data
 //! and pure transitions: the caller passes `now`, nothing here touches a socket or a clock.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use proto::{DispatcherStatus, WorkerId, WorkerRow};
 use tokio::time::Instant;
 
+use crate::pending::PendingIds;
 use crate::scheduler::{Scheduler, fairness_bound};
-
-/// How long an id handed out in a discovery answer waits for its TCP registration.
-const PENDING_ID_TTL: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkerRecord {
@@ -76,8 +74,8 @@ pub struct Registry {
     workers: BTreeMap<WorkerId, WorkerRecord>,
     scheduler: Scheduler,
     next_id: WorkerId,
-    /// (discovery source, nonce) → id handed out, so a retried broadcast gets the same id.
-    pending: HashMap<(SocketAddr, u64), (WorkerId, Instant)>,
+    /// Ids handed out in discovery answers, so a retried broadcast gets the same id.
+    pending: PendingIds,
     longest_activation: Duration,
 }
 
@@ -104,14 +102,12 @@ impl Registry {
 
     /// Answers a discovery broadcast with an id; the same (source, nonce) gets the same id.
     pub fn assign_id(&mut self, from: SocketAddr, nonce: u64, now: Instant) -> WorkerId {
-        self.pending
-            .retain(|_, (_, issued)| now.duration_since(*issued) < PENDING_ID_TTL);
-        if let Some((id, _)) = self.pending.get(&(from, nonce)) {
-            return *id;
+        if let Some(id) = self.pending.find((from, nonce), now) {
+            return id;
         }
         self.next_id += 1;
         let id = self.next_id;
-        self.pending.insert((from, nonce), (id, now));
+        self.pending.insert((from, nonce), id, now);
         id
     }
 
@@ -123,13 +119,9 @@ impl Registry {
         heartbeat: Duration,
         now: Instant,
     ) -> Result<(), RegisterError> {
-        let key = self
-            .pending
-            .iter()
-            .find(|(_, (pending_id, _))| *pending_id == id)
-            .map(|(key, _)| *key)
-            .ok_or(RegisterError::UnknownId(id))?;
-        self.pending.remove(&key);
+        if !self.pending.take(id, now) {
+            return Err(RegisterError::UnknownId(id));
+        }
         let weight = weight.max(1);
         self.workers.insert(
             id,
