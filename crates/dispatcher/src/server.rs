@@ -122,7 +122,9 @@ async fn handle_connection(mut conn: Connection, shared: Arc<Shared>, shutdown: 
                 shared.remove_worker(id, &format!("registration could not be confirmed ({e})"));
                 return;
             }
-            Session::new(id, conn, commands, shared).run(shutdown).await;
+            // A task of its own: this one's memory (the handshake, the first read and its
+            // timer) is freed now instead of living as long as the worker does.
+            tokio::spawn(Session::new(id, conn, commands, shared).run(shutdown));
         }
         Frame { message, .. } => {
             tracing::warn!(%peer, kind = ?message.kind(), "dropping connection: expected Register or a status request first");

@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
@@ -20,8 +21,8 @@ use crate::message::{Frame, Message, Nonce};
 /// A peer that does not complete the handshake within this is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The read buffer a connection starts with. Most frames are tens of bytes and a dispatcher
-/// holds one connection per worker: tokio-util's default of 8 KiB was most of a worker's cost.
-/// A larger frame grows the buffer as needed.
+/// holds one connection per worker: tokio-util's default of 8 KiB (for reading and again for
+/// writing) was most of a worker's cost. A larger frame grows the buffer as needed.
 const READ_BUFFER: usize = 256;
 
 #[derive(Debug)]
@@ -37,6 +38,8 @@ impl Connection {
         // Frames are small and latency matters more than packing them.
         stream.set_nodelay(true)?;
         let mut framed = Framed::with_capacity(stream, codec, READ_BUFFER);
+        // The write buffer, too, starts empty and grows to the largest frame sent.
+        *framed.write_buffer_mut() = BytesMut::new();
         let local: Nonce = rand::random();
         framed
             .send(&Frame::new(0, Message::Handshake { nonce: local }))
