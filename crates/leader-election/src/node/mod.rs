@@ -493,10 +493,14 @@ impl Node {
                 self.on_election(now, from, sender, term, version, out)
             }
             ElectionMessage::Answer { term, candidate } => {
+                // A higher node outside our agreed membership cannot win our voters: its
+                // answer would only stop the one who can.
+                let contender = !self.agreed || self.membership.contains(&sender);
                 if candidate == self.id()
                     && term == self.term
                     && self.role == Role::Candidate
                     && self.votes.is_some()
+                    && contender
                 {
                     tracing::info!(
                         higher = sender,
@@ -604,7 +608,7 @@ impl Node {
         }
         // The bully: a higher node takes over, but only if its membership is as new as the
         // candidate's; an out-of-date node could not win and votes instead.
-        if self.id() > candidate && self.version >= version {
+        if self.id() > candidate && self.version >= version && self.could_win() {
             out.push(Output::SendTo(
                 from,
                 ElectionMessage::Answer { term, candidate },
@@ -816,6 +820,13 @@ impl Node {
         if self.quorum() <= 1 {
             self.become_leader(now, out);
         }
+    }
+
+    /// Whether we could ever collect a majority: not if the membership we agreed on leaves us
+    /// out (voters refuse non-members). Such a node must not answer lower candidates in the
+    /// bully's name, or it would stop the one who can win, again and again.
+    fn could_win(&self) -> bool {
+        !self.agreed || self.membership.contains(&self.id())
     }
 
     fn become_leader(&mut self, now: Instant, out: &mut Vec<Output>) {

@@ -433,3 +433,50 @@ fn an_election_ignored_just_before_the_link_closed_is_answered_then() {
         "{out:?}"
     );
 }
+
+#[test]
+fn a_node_left_out_of_the_membership_does_not_answer_lower_candidates() {
+    let t0 = Instant::now();
+    // Node 4 adopted a view without itself (the leader had removed it).
+    let (mut n, now) = follower(4, 2, 1, t0);
+    let later = leader_silent(now);
+    let out = n.handle(
+        later,
+        datagram(
+            3,
+            ElectionMessage::Election {
+                term: 2,
+                version: 1,
+            },
+        ),
+    );
+    assert!(
+        !sent(&out)
+            .iter()
+            .any(|m| matches!(m, ElectionMessage::Answer { .. })),
+        "it cannot win, so it must not stop node 3: {out:?}"
+    );
+}
+
+#[test]
+fn an_answer_from_outside_the_membership_does_not_stop_a_candidate() {
+    let t0 = Instant::now();
+    let (mut n, now) = follower(3, 2, 1, t0);
+    let later = leader_silent(now);
+    n.handle(later, Input::Tick); // 3 runs in term 2
+    let term = n.term();
+    n.handle(
+        later,
+        datagram(9, ElectionMessage::Answer { term, candidate: 3 }),
+    );
+    let out = n.handle(
+        later,
+        datagram(1, ElectionMessage::Vote { term, candidate: 3 }),
+    );
+    assert!(
+        sent(&out)
+            .iter()
+            .any(|m| matches!(m, ElectionMessage::Coordinator { .. })),
+        "node 9 is no member: its answer stopped the campaign"
+    );
+}
