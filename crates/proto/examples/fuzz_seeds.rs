@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use proto::{
     ClusterKey, Colour, DispatcherStatus, ElectionMessage, ElectionNodeStatus, Frame, FrameCodec,
-    LeaderView, Message, WorkerProcessStatus,
+    LeaderView, MAGIC, Message, MessageKind, PROTOCOL_VERSION, WorkerProcessStatus,
 };
 
 fn samples() -> Vec<Message> {
@@ -131,5 +131,24 @@ fn main() -> std::io::Result<()> {
             std::fs::write(format!("{dir}/{i:02}-{name}"), datagram)?;
         }
     }
-    Ok(())
+    // A small frame whose payload claims a 32 MiB string: a starting point for claims that
+    // must fail on the limit, before any allocation.
+    let mut claim = datagram_with_payload(MessageKind::Rejected as u8, &[14, 252, 0, 0, 0, 2]);
+    std::fs::write(format!("{dir}/claim-32mib"), &claim)?;
+    claim.truncate(claim.len() - 1);
+    std::fs::write(format!("{dir}/claim-truncated"), &claim)
+}
+
+/// An unkeyed frame with any payload, header and length prefix around it.
+fn datagram_with_payload(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&MAGIC);
+    body.push(PROTOCOL_VERSION);
+    body.push(kind);
+    body.push(0); // flags: no tag
+    body.extend_from_slice(&[0; 24]); // sender and stamp
+    body.extend_from_slice(payload);
+    let mut datagram = (body.len() as u32).to_be_bytes().to_vec();
+    datagram.extend_from_slice(&body);
+    datagram
 }

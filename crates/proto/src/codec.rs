@@ -11,12 +11,27 @@ use crate::message::{Frame, Message, MessageKind, Nonce};
 /// Default largest frame body accepted or sent: 1 MiB.
 pub const DEFAULT_MAX_FRAME_LEN: usize = 1 << 20;
 
-/// Bincode's own guard on lengths claimed inside a payload. A payload is never longer than its
-/// frame, so any claim above this is garbage and fails without allocating.
-const BINCODE_LIMIT: usize = 64 << 20;
+/// Bincode checks every length a payload claims (a string's, a list's) against a limit before
+/// it allocates. A fixed limit of 64 MiB let a 25-byte frame claiming a long string allocate
+/// 64 MiB before failing; so the limit follows the payload's own size. Decoded values take more
+/// memory than their encoding (a 1-byte varint becomes a `u64`; a row of ~30 bytes a ~100-byte
+/// struct), so each payload gets the smallest tier at least `CLAIM_FACTOR` times its length.
+const CLAIM_FACTOR: usize = 64;
+const LARGEST_CLAIM: usize = 64 << 20;
 
 fn bincode_config() -> impl bincode::config::Config {
-    bincode::config::standard().with_limit::<BINCODE_LIMIT>()
+    bincode::config::standard().with_limit::<LARGEST_CLAIM>()
+}
+
+fn decode_payload(payload: &[u8]) -> Result<(Message, usize), bincode::error::DecodeError> {
+    use bincode::config::standard;
+    use bincode::serde::decode_from_slice;
+    match payload.len().saturating_mul(CLAIM_FACTOR) {
+        0..=0x1_0000 => decode_from_slice(payload, standard().with_limit::<0x1_0000>()),
+        0x1_0001..=0x10_0000 => decode_from_slice(payload, standard().with_limit::<0x10_0000>()),
+        0x10_0001..=0x100_0000 => decode_from_slice(payload, standard().with_limit::<0x100_0000>()),
+        _ => decode_from_slice(payload, bincode_config()),
+    }
 }
 
 /// Encodes and decodes [`Frame`]s. Clone one per connection: once [`crate::Connection`]'s
@@ -156,9 +171,8 @@ impl FrameCodec {
         let (header, payload) = read_body(body, self.key.as_ref(), binding)?;
         // Refuse unknown kinds before looking at the payload at all.
         let kind = MessageKind::from_u8(header.kind).ok_or(ProtoError::UnknownKind(header.kind))?;
-        let (message, used): (Message, usize) =
-            bincode::serde::decode_from_slice(payload, bincode_config())
-                .map_err(|e| ProtoError::Payload(e.to_string()))?;
+        let (message, used) =
+            decode_payload(payload).map_err(|e| ProtoError::Payload(e.to_string()))?;
         if used != payload.len() {
             return Err(ProtoError::TrailingBytes(payload.len() - used));
         }
@@ -304,6 +318,24 @@ mod tests {
         assert!(matches!(
             elsewhere.decode(&mut captured),
             Err(ProtoError::BadAuthTag)
+        ));
+    }
+
+    #[test]
+    fn a_small_frame_claiming_a_huge_string_fails_on_the_claim_not_on_missing_bytes() {
+        // Rejected { reason } whose length claims 32 MiB (varint 252 + u32): below the largest
+        // limit, far above what a 6-byte payload may claim.
+        let payload = [14u8, 252, 0, 0, 0, 2];
+        let err = decode_payload(&payload).unwrap_err();
+        assert!(
+            matches!(err, bincode::error::DecodeError::LimitExceeded),
+            "the claim must hit the limit before anything is read or allocated: {err:?}"
+        );
+        // A claim a 64 KiB limit allows but the bytes do not hold fails as missing bytes.
+        let payload = [14u8, 251, 0, 4];
+        assert!(!matches!(
+            decode_payload(&payload).unwrap_err(),
+            bincode::error::DecodeError::LimitExceeded
         ));
     }
 }
