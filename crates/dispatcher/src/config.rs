@@ -33,6 +33,11 @@ pub struct DispatcherConfig {
     #[arg(long, env = "HALAB_SILENCE_TIMEOUT_MS", default_value_t = 5000)]
     pub silence_timeout_ms: u64,
 
+    /// Most TCP connections served at once (workers and status requests); past it, new ones are
+    /// closed at once. Each worker holds one, as does each open descriptor of this process.
+    #[arg(long, env = "HALAB_MAX_CONNECTIONS", default_value_t = 16384)]
+    pub max_connections: usize,
+
     /// How long to wait for a worker's answer to "status check" or "activate" before trying
     /// the next candidate.
     #[arg(long, env = "HALAB_REPLY_TIMEOUT_MS", default_value_t = 1000)]

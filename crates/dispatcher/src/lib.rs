@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use halab_runtime::accept::Acceptor;
 use proto::FrameCodec;
 use proto::udp::FrameSocket;
 use tokio::net::TcpListener;
@@ -70,7 +71,8 @@ pub async fn start(
     let reporter = shared.clone();
     let reporter_shutdown = shutdown.clone();
     tasks.spawn(async move { reporter.rejections.report(reporter_shutdown).await });
-    tasks.spawn(server::serve(listener, shared.clone(), shutdown.clone()));
+    let acceptor = Acceptor::new(listener, shared.config.max_connections);
+    tasks.spawn(server::serve(acceptor, shared.clone(), shutdown.clone()));
     tasks.spawn(activator::activate_periodically(
         shared.clone(),
         shutdown.clone(),

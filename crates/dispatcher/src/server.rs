@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use halab_runtime::accept::Acceptor;
 use proto::{Connection, Frame, Message};
-use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -20,34 +20,31 @@ pub const SUMMARY_ROWS: usize = 100;
 /// Most rows in one page: ≈ 100 bytes each, well below the 1 MiB frame limit.
 pub const MAX_PAGE_ROWS: usize = 5000;
 
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
+pub async fn serve(acceptor: Acceptor, shared: Arc<Shared>, shutdown: CancellationToken) {
     loop {
-        let accepted = tokio::select! {
+        let (stream, peer, permit) = tokio::select! {
             _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => accepted,
+            accepted = acceptor.accept() => accepted,
         };
-        match accepted {
-            Ok((stream, peer)) => {
-                let shared = shared.clone();
-                let shutdown = shutdown.clone();
-                tokio::spawn(async move {
-                    let conn = match Connection::new(stream, shared.codec.clone()).await {
-                        Ok(conn) => conn,
-                        Err(e) => return shared.rejections.reject(peer, "handshake", &e),
-                    };
-                    handle_connection(conn, shared, shutdown).await;
-                });
-            }
-            // Running out of file descriptors must not end the dispatcher: retry shortly.
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let conn = match Connection::new(stream, shared.codec.clone()).await {
+                Ok(conn) => conn,
+                Err(e) => return shared.rejections.reject(peer, "handshake", &e),
+            };
+            handle_connection(conn, permit, shared, shutdown).await;
+        });
     }
 }
 
-async fn handle_connection(mut conn: Connection, shared: Arc<Shared>, shutdown: CancellationToken) {
+/// Serves one connection; `permit` counts it against --max-connections for as long as it lives.
+async fn handle_connection(
+    mut conn: Connection,
+    permit: OwnedSemaphorePermit,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
     let peer = conn.peer();
     let first = tokio::select! {
         _ = shutdown.cancelled() => return,
@@ -124,7 +121,11 @@ async fn handle_connection(mut conn: Connection, shared: Arc<Shared>, shutdown: 
             }
             // A task of its own: this one's memory (the handshake, the first read and its
             // timer) is freed now instead of living as long as the worker does.
-            tokio::spawn(Session::new(id, conn, commands, shared).run(shutdown));
+            let session = Session::new(id, conn, commands, shared);
+            tokio::spawn(async move {
+                let _permit = permit;
+                session.run(shutdown).await;
+            });
         }
         Frame { message, .. } => {
             tracing::warn!(%peer, kind = ?message.kind(), "dropping connection: expected Register or a status request first");

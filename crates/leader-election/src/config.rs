@@ -58,6 +58,11 @@ pub struct ElectionConfig {
     /// How long a candidate waits for votes before trying again.
     #[arg(long, env = "HALAB_ELECTION_TIMEOUT_MS", default_value_t = 500)]
     pub election_timeout_ms: u64,
+
+    /// Most TCP connections served at once (followers' links, registrations, status requests);
+    /// past it, new ones are closed at once.
+    #[arg(long, env = "HALAB_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
 }
 
 impl ElectionConfig {

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use halab_runtime::Rejections;
+use halab_runtime::accept::Acceptor;
 use proto::discovery::Targets;
 use proto::udp::FrameSocket;
 use proto::{
@@ -27,7 +28,6 @@ use crate::node::{Input, Node, NodeConfig, Output};
 /// How often the node's clock advances; well below every timeout.
 const TICK: Duration = Duration::from_millis(20);
 pub(crate) const JOIN_TIMEOUT: Duration = Duration::from_secs(2);
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// The node, shared by the driver and the TCP server (its lock never held across an `.await`),
 /// and the count of frames they dropped.
@@ -137,7 +137,14 @@ pub async fn start(
         codec.clone(),
         shutdown.clone(),
     ));
-    tasks.spawn(serve(listener, node.clone(), codec, shutdown));
+    let max_connections = config.max_connections;
+    tasks.spawn(serve(
+        listener,
+        max_connections,
+        node.clone(),
+        codec,
+        shutdown,
+    ));
     tracing::info!(id, %udp_addr, %tcp_addr, min_cluster_size = config.min_cluster_size, "election node started in state init");
     Ok(Running {
         id,
@@ -233,28 +240,22 @@ async fn drive(
 /// follower's link) and `StatusRequest`.
 async fn serve(
     listener: TcpListener,
+    max_connections: usize,
     node: SharedNode,
     codec: FrameCodec,
     shutdown: CancellationToken,
 ) {
+    let acceptor = Acceptor::new(listener, max_connections);
     loop {
-        let accepted = tokio::select! {
+        let (stream, peer, permit) = tokio::select! {
             _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            // Out of file descriptors, say: back off instead of spinning on the error.
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
-                continue;
-            }
+            accepted = acceptor.accept() => accepted,
         };
         let node = node.clone();
         let codec = codec.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let mut conn = match Connection::new(stream, codec).await {
                 Ok(conn) => conn,
                 Err(e) => return node.rejections.reject(peer, "handshake", &e),

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::Rejections;
+use crate::accept::Acceptor;
 
 /// Asks the daemon at `addr` for its status.
 pub async fn query_status(
@@ -62,6 +63,11 @@ pub fn print_status<T: serde::Serialize>(
     Ok(())
 }
 
+/// Status requests served at once; more are closed at once.
+const STATUS_CONNECTIONS: usize = 64;
+/// How long a status client may take to send its request.
+const STATUS_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Serves status requests on `listener` until shutdown; `status` builds the answer. For daemons
 /// (like the worker) that have no listening port of their own.
 pub async fn serve_status(
@@ -74,27 +80,27 @@ pub async fn serve_status(
     let reporter = rejections.clone();
     let reporter_shutdown = shutdown.clone();
     tokio::spawn(async move { reporter.report(reporter_shutdown).await });
+    let acceptor = Acceptor::new(listener, STATUS_CONNECTIONS);
     loop {
-        let accepted = tokio::select! {
+        let (stream, peer, permit) = tokio::select! {
             _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                tracing::warn!(error = %e, "status listener accept failed");
-                continue;
-            }
+            accepted = acceptor.accept() => accepted,
         };
         let codec = codec.clone();
         let status = status.clone();
         let rejections = rejections.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let mut conn = match Connection::new(stream, codec).await {
                 Ok(conn) => conn,
                 Err(e) => return rejections.reject(peer, "handshake on the status port", &e),
             };
-            match conn.read_frame().await {
+            // A client that connects and says nothing is not waited for indefinitely.
+            let Ok(request) = tokio::time::timeout(STATUS_READ_TIMEOUT, conn.read_frame()).await
+            else {
+                return;
+            };
+            match request {
                 Ok(Some(frame)) if frame.message == Message::StatusRequest => {
                     let _ = conn.send(0, status()).await;
                 }

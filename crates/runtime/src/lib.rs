@@ -2,6 +2,7 @@
 //! `HALAB_*` environment variable), logging, graceful shutdown, and the `status` /
 //! `healthcheck` subcommands that talk to a running daemon over proto.
 
+pub mod accept;
 pub mod cli;
 pub mod control;
 pub mod logging;
