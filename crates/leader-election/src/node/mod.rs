@@ -182,6 +182,9 @@ pub struct Node {
     agreed: bool,
     /// The membership's version: bumped by the leader on every change.
     version: u64,
+    /// The term of the leader whose view we hold: views are ordered by (term, version), so a
+    /// delayed or reordered datagram can never roll the membership back.
+    view_term: u64,
     /// Leader: the membership version each member last acked.
     acked_versions: BTreeMap<NodeId, u64>,
     colours: BTreeMap<NodeId, Colour>,
@@ -222,6 +225,7 @@ impl Node {
             membership: BTreeSet::new(),
             agreed: false,
             version: 0,
+            view_term: 0,
             acked_versions: BTreeMap::new(),
             colours: BTreeMap::new(),
             leader: None,
@@ -308,7 +312,7 @@ impl Node {
             Input::Joined { leader, term, view } => {
                 if self.leader.as_ref().is_some_and(|l| l.id == leader) {
                     self.term = self.term.max(term);
-                    self.adopt_view(&view);
+                    self.adopt_view(term, &view);
                     self.join_sent = None;
                     self.linked = Some(leader);
                     tracing::info!(leader, colour = ?self.colour(), "registered with leader {leader}");
@@ -388,6 +392,7 @@ impl Node {
     }
 
     fn tick(&mut self, now: Instant, out: &mut Vec<Output>) {
+        self.forget_silent_peers(now);
         match self.role {
             Role::Init => {
                 if self.due_broadcast(now) {
@@ -689,7 +694,7 @@ impl Node {
             heard: now,
         });
         self.heard_seq = seq;
-        self.adopt_view(&view);
+        self.adopt_view(term, &view);
         if new_leader {
             tracing::info!(leader, term, colour = ?self.colour(), "following leader {leader}");
             self.join_sent = None;
@@ -723,7 +728,16 @@ impl Node {
         }
     }
 
-    fn adopt_view(&mut self, view: &LeaderView) {
+    fn adopt_view(&mut self, term: u64, view: &LeaderView) {
+        if (term, view.version) < (self.view_term, self.version) {
+            tracing::debug!(
+                term,
+                version = view.version,
+                "ignoring an older view of the membership"
+            );
+            return;
+        }
+        self.view_term = term;
         self.agreed = true;
         self.version = view.version;
         self.membership = view.membership.iter().copied().collect();
@@ -822,6 +836,15 @@ impl Node {
         }
     }
 
+    /// Peers outside the membership that have been silent for ten member timeouts are
+    /// forgotten, so that nodes that came and went do not accumulate.
+    fn forget_silent_peers(&mut self, now: Instant) {
+        let memory = self.config.timing.member_timeout * 10;
+        let membership = &self.membership;
+        self.peers
+            .retain(|id, (_, seen)| membership.contains(id) || now.duration_since(*seen) <= memory);
+    }
+
     /// Whether we could ever collect a majority: not if the membership we agreed on leaves us
     /// out (voters refuse non-members). Such a node must not answer lower candidates in the
     /// bully's name, or it would stop the one who can win, again and again.
@@ -840,6 +863,7 @@ impl Node {
         self.acks.clear();
         self.sent.clear();
         self.elected_at = Some(now);
+        self.view_term = self.term;
         self.note_lease(now);
         self.recolour(now);
         tracing::info!(term = self.term, members = ?self.membership, "elected leader");

@@ -480,3 +480,51 @@ fn an_answer_from_outside_the_membership_does_not_stop_a_candidate() {
         "node 9 is no member: its answer stopped the campaign"
     );
 }
+
+#[test]
+fn a_delayed_older_view_does_not_roll_the_membership_back() {
+    let t0 = Instant::now();
+    let (mut n, now) = follower(1, 3, 4, t0);
+    let heartbeat = |seq, membership: &[NodeId], version| {
+        datagram(
+            3,
+            ElectionMessage::Heartbeat {
+                term: 4,
+                seq,
+                view: view(membership, version),
+            },
+        )
+    };
+    n.handle(now, heartbeat(1, &[1, 2, 3, 5], 3));
+    // Heartbeat 0's twin with version 2, overtaken on the way.
+    n.handle(now, heartbeat(0, &[1, 2, 3], 2));
+    assert_eq!(
+        n.membership().iter().copied().collect::<Vec<_>>(),
+        vec![1, 2, 3, 5]
+    );
+    // A newer term's view wins even with a lower version.
+    n.handle(
+        now,
+        datagram(
+            2,
+            ElectionMessage::Heartbeat {
+                term: 5,
+                seq: 0,
+                view: view(&[1, 2, 3], 1),
+            },
+        ),
+    );
+    assert_eq!(n.membership().len(), 3);
+}
+
+#[test]
+fn peers_outside_the_membership_are_forgotten_after_a_long_silence() {
+    let t0 = Instant::now();
+    let (mut n, now) = follower(1, 3, 4, t0);
+    n.handle(now, datagram(9, ElectionMessage::Hello { term: 0 }));
+    assert!(n.peers.contains_key(&9));
+    let much_later = now + Timing::default().member_timeout * 11;
+    n.handle(much_later, Input::Tick);
+    assert!(!n.peers.contains_key(&9));
+    assert!(n.peers.contains_key(&3), "members are kept");
+}
