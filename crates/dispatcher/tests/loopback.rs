@@ -170,14 +170,23 @@ async fn self_terminating_workers_leave_the_table() {
     )
     .await;
     // Each worker terminates after its first deactivation, so the process ends by itself.
+    let board = w.board.clone();
     tokio::time::timeout(PATIENCE, w.join())
         .await
         .expect("workers did not terminate");
-    let status = wait_for(d.tcp_addr, &codec, "an empty table", |s| {
+    wait_for(d.tcp_addr, &codec, "an empty table", |s| {
         s.workers.is_empty()
     })
     .await;
-    assert!(status.workers.is_empty());
+    // What the workers say of themselves: each was activated exactly once, then left.
+    let board = board.snapshot();
+    assert!(
+        board
+            .workers
+            .iter()
+            .all(|t| t.activations == 1 && t.state == "terminated"),
+        "{board:?}"
+    );
 }
 
 #[tokio::test]
@@ -222,7 +231,7 @@ async fn with_a_cluster_key_unauthenticated_peers_cannot_register() {
 
     let (intruders, _stop_a) = start_workers(worker_config(d.discovery_addr, &[]), plain).await;
     let (guessers, _stop_b) = start_workers(worker_config(d.discovery_addr, &[]), wrong).await;
-    let (_members, _stop_c) =
+    let (members, _stop_c) =
         start_workers(worker_config(d.discovery_addr, &[]), keyed.clone()).await;
     let status = wait_for(
         d.tcp_addr,
@@ -231,7 +240,12 @@ async fn with_a_cluster_key_unauthenticated_peers_cannot_register() {
         |s| s.workers.len() == 1 && s.auth_failures >= 2,
     )
     .await;
-    assert_eq!(status.workers.len(), 1);
+    let member = members.board.snapshot().workers[0].id;
+    assert_eq!(
+        member,
+        Some(status.workers[0].id),
+        "the one registered worker is the keyed one"
+    );
     for board in [intruders.board.snapshot(), guessers.board.snapshot()] {
         assert!(
             board.workers.iter().all(|w| w.id.is_none()),
@@ -267,8 +281,14 @@ async fn workers_register_again_with_a_restarted_dispatcher() {
         s.workers.len() == 4
     })
     .await;
-    assert_eq!(after.workers.len(), before.workers.len());
     let board = w.board.snapshot();
+    let table: std::collections::BTreeSet<u64> = after.workers.iter().map(|r| r.id).collect();
+    let told: std::collections::BTreeSet<u64> = board.workers.iter().filter_map(|t| t.id).collect();
+    assert_eq!(
+        table, told,
+        "the new table and the workers agree on the ids"
+    );
+    assert_eq!(before.workers.len(), 4);
     assert!(
         board.workers.iter().all(|t| t.registrations == 2),
         "every worker registered twice: {board:?}"
@@ -292,14 +312,29 @@ async fn one_dispatcher_holds_a_thousand_workers() {
             "--discovery-backoff-max-ms=1000",
         ],
     );
-    let (_w, _w_stop) = start_workers(config, codec.clone()).await;
+    let (w, _w_stop) = start_workers(config, codec.clone()).await;
     // A loaded machine (the whole suite at once) can lose a burst of SYNs or datagrams; the
     // retries that recover them take seconds, so this wait is longer than the others.
-    let patience = Duration::from_secs(90);
-    let status = wait_longer_for(d.tcp_addr, &codec, "a thousand workers", patience, |s| {
-        s.worker_count == 1000
-    })
-    .await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        let status = status_of(d.tcp_addr, &codec).await;
+        if status.worker_count == 1000 {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let board = w.board.snapshot();
+            let stuck: Vec<_> = board
+                .workers
+                .iter()
+                .filter(|t| t.state != "registered" && t.state != "active")
+                .collect();
+            panic!(
+                "{} of 1000 workers after 90 s; the others say: {stuck:#?}",
+                status.worker_count
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(
         status.workers.len(),
         100,

@@ -156,7 +156,7 @@ mod tests {
     }
 
     #[test]
-    fn the_seed_colours_in_order_of_registration() {
+    fn from_scratch_the_leader_and_the_lowest_ids_are_green() {
         let live: BTreeSet<NodeId> = [10, 20, 30, 40, 50, 60].into();
         let colours = recolour(&BTreeMap::new(), &live, 60);
         let greens: Vec<NodeId> = colours
@@ -164,7 +164,7 @@ mod tests {
             .filter(|(_, c)| **c == Colour::Green)
             .map(|(id, _)| *id)
             .collect();
-        assert_eq!(greens, vec![10, 60], "the leader and the first registered");
+        assert_eq!(greens, vec![10, 60], "the leader and the lowest id");
     }
 
     #[test]

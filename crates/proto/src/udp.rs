@@ -27,11 +27,13 @@ const MAX_DATAGRAM: usize = 65_507;
 pub const REPLAY_WINDOW: u64 = 1024;
 const WINDOW_WORDS: usize = (REPLAY_WINDOW / 64) as usize;
 
-/// Binds a UDP socket that may send broadcasts and share its port with other listeners
-/// (several halab daemons on one host, or a restarted daemon whose old socket lingers).
+/// Binds a UDP socket that may send broadcasts. On a fixed port it may share the port with
+/// other listeners (several halab daemons on one host, or a restarted daemon whose old socket
+/// lingers); on port 0 it must not: with the reuse flag the kernel may hand two sockets the
+/// same ephemeral port, and one of them would receive the other's answers.
 pub fn bind_broadcast_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    socket.set_reuse_address(true)?;
+    socket.set_reuse_address(addr.port() != 0)?;
     socket.set_broadcast(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;

@@ -301,6 +301,12 @@ impl Node {
 
     pub fn handle(&mut self, now: Instant, input: Input) -> Vec<Output> {
         let mut out = Vec::new();
+        if self.step_down_if_lease_ran_out(now) {
+            // A leader's tick ends there; any other input is handled as the candidate it is.
+            if input == Input::Tick {
+                return out;
+            }
+        }
         match input {
             Input::Tick => self.tick(now, &mut out),
             Input::Datagram {
@@ -428,21 +434,6 @@ impl Node {
                 }
             }
             Role::Leader => {
-                if !self.lease_valid(now) {
-                    // Lost the lease, or (just elected) no majority acked within one lease.
-                    let elected_at = self.elected_at.unwrap_or(now);
-                    let deadline = self
-                        .lease_expiry()
-                        .unwrap_or(elected_at + self.config.timing.lease);
-                    if now > deadline {
-                        self.step_down(
-                            now,
-                            deadline,
-                            "no acks from a majority of the membership within the lease",
-                        );
-                        return;
-                    }
-                }
                 self.note_lease(now);
                 self.remove_silent_members(now);
                 self.recolour(now);
@@ -481,9 +472,10 @@ impl Node {
         // keeps a node that cannot hear the leader from deposing it.
         if term > self.term && !(election && self.hears_leader(now)) {
             if self.role == Role::Leader {
+                let ended = self.lease_end(now);
                 self.step_down(
                     now,
-                    now,
+                    ended,
                     &format!("node {sender} is in the higher term {term}"),
                 );
             }
@@ -680,7 +672,8 @@ impl Node {
             if leader < self.id() {
                 return;
             }
-            self.step_down(now, now, &format!("node {leader} leads in term {term}"));
+            let ended = self.lease_end(now);
+            self.step_down(now, ended, &format!("node {leader} leads in term {term}"));
         }
         let new_leader =
             self.leader.as_ref().is_none_or(|l| l.id != leader) || self.role != Role::Follower;
@@ -994,6 +987,38 @@ impl Node {
         acks.sort_unstable_by(|a, b| b.cmp(a));
         acks.get(needed.checked_sub(1)?)
             .map(|from| *from + self.config.timing.lease)
+    }
+
+    /// A leader whose lease ran out (or that, just elected, got no majority's acks within one
+    /// lease) steps down, dated when the lease ended, before it handles anything: no other
+    /// path may change its role with its leadership still on record as open (a leader paused
+    /// past its lease hears the elections queued for it before its first tick).
+    fn step_down_if_lease_ran_out(&mut self, now: Instant) -> bool {
+        if self.role != Role::Leader || self.lease_valid(now) {
+            return false;
+        }
+        let elected_at = self.elected_at.unwrap_or(now);
+        let deadline = self
+            .lease_expiry()
+            .unwrap_or(elected_at + self.config.timing.lease);
+        if now <= deadline {
+            return false;
+        }
+        self.step_down(
+            now,
+            deadline,
+            "no acks from a majority of the membership within the lease",
+        );
+        true
+    }
+
+    /// When our leadership ended if we step down `now`: now, or earlier if the lease ran out
+    /// before we noticed (a paused leader learns of its successor only after resuming).
+    fn lease_end(&self, now: Instant) -> Instant {
+        if self.quorum() <= 1 {
+            return now;
+        }
+        self.lease_expiry().map_or(now, |expiry| expiry.min(now))
     }
 
     fn lease_valid(&self, now: Instant) -> bool {

@@ -528,3 +528,33 @@ fn peers_outside_the_membership_are_forgotten_after_a_long_silence() {
     assert!(!n.peers.contains_key(&9));
     assert!(n.peers.contains_key(&3), "members are kept");
 }
+
+/// A leader paused past its lease hears what was queued for it before its first tick.
+#[test]
+fn a_leader_past_its_lease_records_its_end_before_handling_anything() {
+    let t0 = Instant::now();
+    let lease = Timing::default().lease;
+    for higher_term in [false, true] {
+        let (mut n, now) = elected(t0);
+        ack_first_heartbeat(&mut n, now);
+        let term = n.term();
+        let resumed = now + Duration::from_secs(2);
+        let message = if higher_term {
+            ElectionMessage::Heartbeat {
+                term: term + 1,
+                seq: 0,
+                view: view(&[1, 2, 3], 2),
+            }
+        } else {
+            // A lower node's election in our own term: the bully answers and runs.
+            ElectionMessage::Election { term, version: 1 }
+        };
+        n.handle(resumed, datagram(1, message));
+        assert_ne!(n.role(resumed), Role::Leader);
+        assert_eq!(
+            n.tenures()[0].until,
+            Some(now + lease),
+            "the leadership ended with the lease, not when the news arrived (higher term: {higher_term})"
+        );
+    }
+}
