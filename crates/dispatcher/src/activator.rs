@@ -88,23 +88,66 @@ async fn ask<T>(answer: oneshot::Receiver<T>, timeout: Duration) -> Option<T> {
     tokio::time::timeout(timeout, answer).await.ok()?.ok()
 }
 
+/// How late a silence check may run before the dispatcher counts itself as stalled: far above
+/// any scheduling delay of a healthy process (a check is due every 1/20 of the timeout).
+pub const STALL: Duration = Duration::from_secs(1);
+
+/// Whether the gap between two checks that should be `period` apart shows that this process
+/// stalled (Redis Sentinel's TILT): then the silence it would judge is its own, not the workers'.
+pub fn stalled(previous: Instant, now: Instant, period: Duration) -> bool {
+    now.saturating_duration_since(previous) > period + STALL
+}
+
 /// Removes workers silent for longer than the silence timeout. Checks several times per
-/// timeout so removal happens within a small fraction of it after the deadline.
+/// timeout so removal happens within a small fraction of it after the deadline. After a stall
+/// of the dispatcher itself, every worker gets a fresh timeout instead.
 pub async fn remove_silent_workers(shared: Arc<Shared>, shutdown: CancellationToken) {
     let timeout = shared.config.silence_timeout();
-    let mut tick = tokio::time::interval((timeout / 20).max(Duration::from_millis(10)));
+    let period = (timeout / 20).max(Duration::from_millis(10));
+    let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut previous = Instant::now();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let silent = shared.state().registry.silent(Instant::now(), timeout);
+        let now = Instant::now();
+        if stalled(previous, now, period) {
+            let stalled_ms = now.duration_since(previous).as_millis() as u64;
+            shared.state().registry.forgive_silence(now);
+            tracing::warn!(
+                stalled_ms,
+                "this dispatcher stalled (paused or starved): judging no worker's silence until a full timeout from now"
+            );
+        }
+        previous = now;
+        let silent = shared.state().registry.silent(now, timeout);
         for (id, silent_for) in silent {
             shared.remove_worker(
                 id,
                 &format!("no communication for {} ms", silent_for.as_millis()),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_late_check_is_a_stall_only_past_the_margin() {
+        let t0 = Instant::now();
+        let period = Duration::from_millis(250);
+        assert!(!stalled(t0, t0 + period, period));
+        assert!(!stalled(t0, t0 + period + STALL, period));
+        assert!(stalled(
+            t0,
+            t0 + period + STALL + Duration::from_millis(1),
+            period
+        ));
+        // A clock that went back (it cannot, with Instant) counts as no stall.
+        assert!(!stalled(t0 + period, t0, period));
     }
 }

@@ -147,6 +147,15 @@ impl Registry {
         }
     }
 
+    /// After the dispatcher itself stalled (paused, starved): counts every worker as heard
+    /// `now`, so silence is judged afresh, a whole timeout after the stall, by what the workers
+    /// say once their queued frames are read, not by the gap the stall made.
+    pub fn forgive_silence(&mut self, now: Instant) {
+        for w in self.workers.values_mut() {
+            w.last_heard = w.last_heard.max(now);
+        }
+    }
+
     /// The due, available workers for the next activation, best first.
     pub fn candidates(&self) -> Vec<WorkerId> {
         self.scheduler
@@ -424,5 +433,29 @@ mod tests {
         );
         // 13 picks during a 25 s activation at one per 2 s, plus 2·5 slots, times λ_max = ½.
         assert!((busy - (0.75 + 0.5 * 23.0)).abs() < 1e-9, "got {busy}");
+    }
+
+    #[test]
+    fn after_a_stall_silence_is_judged_afresh() {
+        let t0 = Instant::now();
+        let mut r = registered(&[1, 2], t0);
+        let timeout = Duration::from_secs(5);
+        let resumed = t0 + Duration::from_secs(7);
+        assert_eq!(
+            r.silent(resumed, timeout).len(),
+            2,
+            "the stall looks like silence"
+        );
+        r.forgive_silence(resumed);
+        assert!(r.silent(resumed + timeout, timeout).is_empty());
+        assert_eq!(
+            r.silent(
+                resumed + timeout + HEARTBEAT + Duration::from_millis(1),
+                timeout
+            )
+            .len(),
+            2,
+            "a worker that stays silent is still removed, a timeout later"
+        );
     }
 }
