@@ -198,16 +198,12 @@ impl Sim {
                     self.held.push(Delivery::Datagram { to, from, message });
                     return;
                 }
-                let now = self.now;
-                let outputs = self.nodes.get_mut(&to).expect("node exists").node.handle(
-                    now,
-                    Input::Datagram {
-                        from: addr(from),
-                        sender: from,
-                        message,
-                    },
-                );
-                self.emit(to, outputs);
+                let input = Input::Datagram {
+                    from: addr(from),
+                    sender: from,
+                    message,
+                };
+                self.feed(to, input);
             }
             Delivery::JoinRequest {
                 follower,
@@ -248,18 +244,23 @@ impl Sim {
                         if let Input::Joined { leader, .. } = input {
                             self.links.insert(follower, leader);
                         }
-                        let now = self.now;
-                        let outputs = self
-                            .nodes
-                            .get_mut(&follower)
-                            .expect("node exists")
-                            .node
-                            .handle(now, input);
-                        self.emit(follower, outputs);
+                        self.feed(follower, input);
                     }
                 }
             }
         }
+    }
+
+    /// Hands `input` to node `id` now and sends what it answers.
+    fn feed(&mut self, id: NodeId, input: Input) {
+        let now = self.now;
+        let outputs = self
+            .nodes
+            .get_mut(&id)
+            .expect("node exists")
+            .node
+            .handle(now, input);
+        self.emit(id, outputs);
     }
 
     fn deliver_link_closed(&mut self, follower: NodeId, leader: NodeId) {
@@ -274,17 +275,7 @@ impl Sim {
         match self.nodes[&follower].health {
             Health::Down => {}
             Health::Paused => self.held.push(closed),
-            Health::Up => {
-                let now = self.now;
-                let input = Input::LeaderLinkClosed { leader };
-                let outputs = self
-                    .nodes
-                    .get_mut(&follower)
-                    .expect("node exists")
-                    .node
-                    .handle(now, input);
-                self.emit(follower, outputs);
-            }
+            Health::Up => self.feed(follower, Input::LeaderLinkClosed { leader }),
         }
     }
 
@@ -365,13 +356,7 @@ impl Sim {
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         for id in ids {
             if self.nodes[&id].health == Health::Up {
-                let outputs = self
-                    .nodes
-                    .get_mut(&id)
-                    .expect("node exists")
-                    .node
-                    .handle(now, Input::Tick);
-                self.emit(id, outputs);
+                self.feed(id, Input::Tick);
             }
         }
         let leaders = self.leaders().len();

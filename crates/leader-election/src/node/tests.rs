@@ -59,6 +59,11 @@ fn leader_silent(now: Instant) -> Instant {
     now + timing.leader_timeout + timing.election
 }
 
+/// `candidate`'s `Election` datagram.
+fn election(candidate: NodeId, term: u64, version: u64) -> Input {
+    datagram(candidate, ElectionMessage::Election { term, version })
+}
+
 fn sent(outputs: &[Output]) -> Vec<&ElectionMessage> {
     outputs
         .iter()
@@ -94,16 +99,7 @@ fn init_broadcasts_hello_and_the_highest_runs_once_discovery_settles() {
 fn a_follower_ignores_elections_while_it_hears_its_leader() {
     let t0 = Instant::now();
     let (mut n, now) = follower(1, 3, 4, t0);
-    let out = n.handle(
-        now,
-        datagram(
-            2,
-            ElectionMessage::Election {
-                term: 9,
-                version: 1,
-            },
-        ),
-    );
+    let out = n.handle(now, election(2, 9, 1));
     assert!(sent(&out).is_empty(), "no vote while the leader is alive");
     assert_eq!(n.term(), 4, "nor does it adopt the candidate's term");
 }
@@ -113,16 +109,7 @@ fn a_lower_node_votes_once_per_term_and_a_higher_one_answers() {
     let t0 = Instant::now();
     let (mut low, now) = follower(1, 3, 4, t0);
     let later = leader_silent(now);
-    let out = low.handle(
-        later,
-        datagram(
-            2,
-            ElectionMessage::Election {
-                term: 5,
-                version: 1,
-            },
-        ),
-    );
+    let out = low.handle(later, election(2, 5, 1));
     assert!(matches!(
         sent(&out)[..],
         [ElectionMessage::Vote {
@@ -130,30 +117,12 @@ fn a_lower_node_votes_once_per_term_and_a_higher_one_answers() {
             candidate: 2
         }]
     ));
-    let out = low.handle(
-        later,
-        datagram(
-            3,
-            ElectionMessage::Election {
-                term: 5,
-                version: 1,
-            },
-        ),
-    );
+    let out = low.handle(later, election(3, 5, 1));
     assert!(sent(&out).is_empty(), "already voted in term 5");
 
     let (mut high, now) = follower(3, 9, 4, t0);
     let later = leader_silent(now);
-    let out = high.handle(
-        later,
-        datagram(
-            2,
-            ElectionMessage::Election {
-                term: 5,
-                version: 1,
-            },
-        ),
-    );
+    let out = high.handle(later, election(2, 5, 1));
     assert!(sent(&out).iter().any(|m| matches!(
         m,
         ElectionMessage::Answer {
@@ -174,16 +143,7 @@ fn voters_refuse_candidates_with_an_older_membership() {
     let t0 = Instant::now();
     let (mut n, now) = follower(1, 3, 4, t0);
     let later = leader_silent(now);
-    let out = n.handle(
-        later,
-        datagram(
-            2,
-            ElectionMessage::Election {
-                term: 5,
-                version: 0,
-            },
-        ),
-    );
+    let out = n.handle(later, election(2, 5, 0));
     assert!(sent(&out).is_empty());
 }
 
@@ -191,16 +151,7 @@ fn voters_refuse_candidates_with_an_older_membership() {
 fn a_just_started_node_does_not_vote() {
     let t0 = Instant::now();
     let mut n = node(1, t0);
-    let out = n.handle(
-        t0 + Duration::from_millis(100),
-        datagram(
-            2,
-            ElectionMessage::Election {
-                term: 1,
-                version: 0,
-            },
-        ),
-    );
+    let out = n.handle(t0 + Duration::from_millis(100), election(2, 1, 0));
     assert!(sent(&out).is_empty());
 }
 
@@ -440,16 +391,7 @@ fn a_node_left_out_of_the_membership_does_not_answer_lower_candidates() {
     // Node 4 adopted a view without itself (the leader had removed it).
     let (mut n, now) = follower(4, 2, 1, t0);
     let later = leader_silent(now);
-    let out = n.handle(
-        later,
-        datagram(
-            3,
-            ElectionMessage::Election {
-                term: 2,
-                version: 1,
-            },
-        ),
-    );
+    let out = n.handle(later, election(3, 2, 1));
     assert!(
         !sent(&out)
             .iter()
