@@ -91,13 +91,13 @@ fn table(status: &DispatcherStatus) -> String {
     );
     let _ = writeln!(
         out,
-        "{:>6}  {:<22} {:>6} {:>11} {:>8} {:>6} {:>7} {:>13}",
+        "{:>20}  {:<22} {:>6} {:>11} {:>8} {:>6} {:>7} {:>13}",
         "id", "addr", "weight", "activations", "share", "active", "answers", "last_comm_ms"
     );
     for w in &status.workers {
         let _ = writeln!(
             out,
-            "{:>6}  {:<22} {:>6} {:>11} {:>8.2} {:>6} {:>7} {:>13}",
+            "{:>20}  {:<22} {:>6} {:>11} {:>8.2} {:>6} {:>7} {:>13}",
             w.id,
             w.addr,
             w.weight,

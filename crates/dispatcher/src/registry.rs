@@ -84,6 +84,17 @@ impl Registry {
         Registry::default()
     }
 
+    /// A table whose ids start above `floor`. The dispatcher passes its start time (wall-clock
+    /// milliseconds, shifted left 23 bits): a restarted dispatcher's ids are then above every id
+    /// its predecessor handed out (unless that one minted 8 million ids a millisecond), so an
+    /// id never names two workers, not even across restarts.
+    pub fn with_ids_above(floor: WorkerId) -> Self {
+        Registry {
+            next_id: floor,
+            ..Registry::default()
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.workers.len()
     }

@@ -37,10 +37,22 @@ pub struct Shared {
     pub rejections: Rejections,
 }
 
+/// Where this process's worker ids start: its start time in ms, shifted left 23 bits (see
+/// [`Registry::with_ids_above`]).
+fn id_floor() -> WorkerId {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    ms << 23
+}
+
 impl Shared {
     pub fn new(config: DispatcherConfig, codec: FrameCodec) -> Self {
         Shared {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                registry: Registry::with_ids_above(id_floor()),
+                sessions: HashMap::new(),
+            }),
             config,
             codec,
             started: Instant::now(),
