@@ -1,4 +1,5 @@
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
@@ -10,9 +11,20 @@ use crate::node::Timing;
 /// The election node's settings; defaults follow seed 002 where it has numbers.
 #[derive(Debug, Clone, Args)]
 pub struct ElectionConfig {
-    /// This node's id (highest wins). Default: its IPv4 address as a number.
+    /// This node's id (highest wins). Default: the id in --state-file, else (first start) its
+    /// IPv4 address as a number; saved, so it stays when the address changes.
     #[arg(long, env = "HALAB_ID")]
     pub id: Option<NodeId>,
+
+    /// Where the node keeps its term, vote, agreed membership and id across restarts (written
+    /// atomically on every change). Each node needs its own; delete it only together with
+    /// removing the node from the membership (`remove-member`).
+    #[arg(
+        long,
+        env = "HALAB_STATE_FILE",
+        default_value = "/var/lib/halab/election.state"
+    )]
+    pub state_file: PathBuf,
 
     /// UDP address for discovery, election messages and heartbeats.
     #[arg(long, env = "HALAB_UDP_LISTEN", default_value = "0.0.0.0:7200")]
@@ -27,11 +39,12 @@ pub struct ElectionConfig {
     #[arg(long, env = "HALAB_PEERS", value_delimiter = ',')]
     pub peers: Vec<SocketAddr>,
 
-    /// Majorities are never counted over fewer members than this (seed: minimum 3 nodes). Set
-    /// it to the cluster's full size to rule out a partition at first start electing two
-    /// leaders (before any membership was agreed); a restarted node forgets its membership too.
-    #[arg(long, env = "HALAB_MIN_CLUSTER_SIZE", default_value_t = 3)]
-    pub min_cluster_size: usize,
+    /// Required: the number of nodes the cluster starts with (the seed's minimum is 3). Until a
+    /// membership is agreed, majorities are counted over at least this many: a partition at
+    /// first start cannot be told from a smaller cluster otherwise, so a smaller value lets two
+    /// sides elect. The leader never removes silent members below it.
+    #[arg(long, env = "HALAB_MIN_CLUSTER_SIZE")]
+    pub min_cluster_size: Option<usize>,
 
     /// Leader heartbeat interval.
     #[arg(long, env = "HALAB_HEARTBEAT_MS", default_value_t = 100)]
@@ -87,11 +100,21 @@ impl ElectionConfig {
             self.lease_ms,
             self.leader_timeout_ms
         );
-        anyhow::ensure!(
-            self.min_cluster_size >= 1,
-            "--min-cluster-size must be at least 1"
-        );
+        self.cluster_size()?;
         Ok(())
+    }
+
+    /// --min-cluster-size, which has no default: no number is safe for every cluster.
+    pub fn cluster_size(&self) -> anyhow::Result<usize> {
+        match self.min_cluster_size {
+            None => anyhow::bail!(
+                "set --min-cluster-size (HALAB_MIN_CLUSTER_SIZE) to the number of nodes the cluster \
+                 starts with: until they agree on a membership, a node cannot tell a partition \
+                 from a smaller cluster, and a smaller number lets two sides elect a leader each"
+            ),
+            Some(0) => anyhow::bail!("--min-cluster-size must be at least 1"),
+            Some(size) => Ok(size),
+        }
     }
 
     pub fn targets(&self) -> Targets {
@@ -104,10 +127,19 @@ impl ElectionConfig {
         }
     }
 
-    /// --id, or this host's IPv4 address as a number (the lowest, if it has several).
-    pub fn node_id(&self) -> anyhow::Result<NodeId> {
-        if let Some(id) = self.id {
-            return Ok(id);
+    /// The node's id: `saved` (from the state file) unless --id says otherwise, which is an
+    /// error: that file belongs to another node. On a first start, --id or this host's IPv4
+    /// address as a number (the lowest, if it has several).
+    pub fn node_id(&self, saved: Option<NodeId>) -> anyhow::Result<NodeId> {
+        match (self.id, saved) {
+            (Some(id), Some(saved)) if id != saved => anyhow::bail!(
+                "--id is {id} but {} belongs to node {saved}: give each node its own \
+                 --state-file (or delete this one after `remove-member {saved}`)",
+                self.state_file.display()
+            ),
+            (_, Some(saved)) => return Ok(saved),
+            (Some(id), None) => return Ok(id),
+            (None, None) => {}
         }
         let interfaces = if_addrs::get_if_addrs()?;
         interfaces

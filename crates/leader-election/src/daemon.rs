@@ -1,6 +1,8 @@
 //! The I/O edges of an election node: one driver task owns the UDP socket and feeds the
 //! [`Node`] ticks and datagrams, carrying out what it returns; a TCP server takes
-//! registrations (on the leader) and status requests; a short task per registration.
+//! registrations (on the leader), status requests and the operator's `remove-member`; a short
+//! task per connection. Every change to the node is saved to its state file before anything
+//! it answered is sent.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -13,7 +15,7 @@ use proto::discovery::Targets;
 use proto::udp::FrameSocket;
 use proto::{
     Connection, ElectionMessage, ElectionNodeStatus, Frame, FrameCodec, Leadership, MemberStatus,
-    Message, NodeId,
+    Message, NodeId, ProtoError,
 };
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -24,22 +26,52 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ElectionConfig;
 use crate::links::{self, Join};
 use crate::node::{Input, Node, NodeConfig, Output};
+use crate::state::{Saved, StateFile};
 
 /// How often the node's clock advances; well below every timeout.
 const TICK: Duration = Duration::from_millis(20);
+/// Most queued datagrams read before a tick: all of them after a pause, in practice, while a
+/// flood cannot hold the clock back for long.
+const DRAIN_BEFORE_TICK: usize = 1024;
 pub(crate) const JOIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The node, shared by the driver and the TCP server (its lock never held across an `.await`),
-/// and the count of frames they dropped.
+/// its state file, and the count of frames they dropped.
 #[derive(Debug, Clone)]
 pub struct SharedNode {
     node: Arc<Mutex<Node>>,
+    state: Arc<Mutex<StateFile>>,
     pub(crate) rejections: Arc<Rejections>,
+    /// Cancelled when the state cannot be saved: a node that could forget its vote stops.
+    shutdown: CancellationToken,
 }
 
 impl SharedNode {
     pub(crate) fn lock(&self) -> MutexGuard<'_, Node> {
         self.node.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `change` on the node and saves its durable state before returning what it gave,
+    /// so nothing it answers (a vote, say) is sent before it would survive a crash. The write
+    /// blocks the thread for an fsync, but only when the term, vote or membership changed:
+    /// a few times per election. If it fails, the node stops.
+    pub(crate) fn update<R>(&self, change: impl FnOnce(&mut Node) -> R) -> anyhow::Result<R> {
+        let mut node = self.lock();
+        let result = change(&mut node);
+        let saved = Saved {
+            id: node.id(),
+            durable: node.durable(),
+        };
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = state.save(&saved) {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "stopping: the node's state cannot be saved, and a node that may forget its vote must not take part"
+            );
+            self.shutdown.cancel();
+            return Err(e);
+        }
+        Ok(result)
     }
 
     pub fn status(&self) -> ElectionNodeStatus {
@@ -107,7 +139,8 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> anyhow::Result<Running> {
     config.validate()?;
-    let id = config.node_id()?;
+    let (state, saved) = StateFile::open(&config.state_file)?;
+    let id = config.node_id(saved.as_ref().map(|s| s.id))?;
     let socket = FrameSocket::bind(config.udp_listen, codec.clone())
         .with_context(|| format!("cannot bind {}", config.udp_listen))?;
     let udp_addr = socket.local_addr()?;
@@ -118,25 +151,52 @@ pub async fn start(
     let node_config = NodeConfig {
         id,
         tcp_port: tcp_addr.port(),
-        min_cluster_size: config.min_cluster_size,
+        min_cluster_size: config.cluster_size()?,
         timing: config.timing(),
     };
-    let node = SharedNode {
-        node: Arc::new(Mutex::new(Node::new(node_config, Instant::now()))),
-        rejections: Arc::new(Rejections::default()),
+    let restored = saved.map(|s| s.durable);
+    let now = Instant::now();
+    let node = match restored.clone() {
+        Some(durable) => Node::restore(node_config, durable, now),
+        None => Node::new(node_config, now),
     };
+    let node = SharedNode {
+        node: Arc::new(Mutex::new(node)),
+        state: Arc::new(Mutex::new(state)),
+        rejections: Arc::new(Rejections::default()),
+        shutdown: shutdown.clone(),
+    };
+    // Saved at once: the id stays this node's even if its address changes before any vote.
+    node.update(|_| ())?;
+    match &restored {
+        Some(durable) => tracing::info!(
+            term = durable.term,
+            voted = ?durable.voted,
+            members = ?durable.view.as_ref().map(|v| &v.membership),
+            state_file = %config.state_file.display(),
+            "restored the term, vote and membership saved by an earlier run"
+        ),
+        None => {
+            tracing::info!(state_file = %config.state_file.display(), "first start: no saved state")
+        }
+    }
 
     let mut tasks = JoinSet::new();
     let rejections = node.rejections.clone();
     let reporter_shutdown = shutdown.clone();
     tasks.spawn(async move { rejections.report(reporter_shutdown).await });
-    tasks.spawn(drive(
+    let (joined_tx, joined) = mpsc::channel::<Input>(8);
+    let driver = Driver {
+        id,
         socket,
-        config.targets(),
-        node.clone(),
-        codec.clone(),
-        shutdown.clone(),
-    ));
+        targets: config.targets(),
+        node: node.clone(),
+        codec: codec.clone(),
+        joined_tx,
+        link: None,
+        shutdown: shutdown.clone(),
+    };
+    tasks.spawn(driver.run(joined));
     let max_connections = config.max_connections;
     tasks.spawn(serve(
         listener,
@@ -145,7 +205,7 @@ pub async fn start(
         codec,
         shutdown,
     ));
-    tracing::info!(id, %udp_addr, %tcp_addr, min_cluster_size = config.min_cluster_size, "election node started in state init");
+    tracing::info!(id, %udp_addr, %tcp_addr, min_cluster_size = ?config.min_cluster_size, "election node started in state init");
     Ok(Running {
         id,
         udp_addr,
@@ -156,88 +216,134 @@ pub async fn start(
 }
 
 /// Feeds the node its clock and datagrams, and carries out its outputs.
-async fn drive(
-    mut socket: FrameSocket,
+struct Driver {
+    id: NodeId,
+    socket: FrameSocket,
     targets: Targets,
     node: SharedNode,
     codec: FrameCodec,
+    /// Registration answers and closed links, from the link task.
+    joined_tx: mpsc::Sender<Input>,
+    /// The open link to the leader, if any: one at a time.
+    link: Option<JoinHandle<()>>,
     shutdown: CancellationToken,
-) {
-    let id = node.lock().id();
-    let rejections = node.rejections.clone();
-    let (joined_tx, mut joined) = mpsc::channel::<Input>(8);
-    let mut link: Option<JoinHandle<()>> = None;
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        let input = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => Input::Tick,
-            Some(input) = joined.recv() => input,
-            received = socket.recv_from() => match received {
-                Ok((from, Ok(Frame { sender, message: Message::Election(message) }))) => Input::Datagram { from, sender, message },
-                Ok((from, Ok(frame))) => {
-                    tracing::debug!(%from, kind = ?frame.message.kind(), "ignoring a non-election datagram");
-                    continue;
-                }
-                Ok((from, Err(e))) => {
-                    rejections.reject(from, "datagram", &e);
-                    continue;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "receive failed");
-                    continue;
-                }
-            },
-        };
-        let outputs = node.lock().handle(Instant::now(), input);
-        for output in outputs {
-            match output {
-                Output::Broadcast(message) => {
-                    let frame = Frame::new(id, Message::Election(message));
-                    if let Err(e) = socket.send_to_all(&frame, &targets.resolve()).await {
-                        tracing::debug!(error = %e, "broadcast failed on some network");
+}
+
+impl Driver {
+    async fn run(mut self, mut joined: mpsc::Receiver<Input>) {
+        let rejections = self.node.rejections.clone();
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut inputs = Vec::new();
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tick.tick() => {
+                    // What queued up while this process was stopped (a `docker pause`, a long
+                    // scheduling delay) is read before the clock: otherwise a resumed follower
+                    // would find its leader silent and run, its heartbeats still unread.
+                    for _ in 0..DRAIN_BEFORE_TICK {
+                        let Some(received) = self.socket.try_recv_from() else { break };
+                        inputs.extend(datagram_input(received, &rejections));
                     }
-                }
-                Output::SendTo(to, message) => {
-                    if let Err(e) = socket
-                        .send_to(&Frame::new(id, Message::Election(message)), to)
-                        .await
-                    {
-                        tracing::debug!(%to, error = %e, "send failed");
+                    while let Ok(input) = joined.try_recv() {
+                        inputs.push(input);
                     }
+                    inputs.push(Input::Tick);
                 }
-                Output::Join {
+                Some(input) = joined.recv() => inputs.push(input),
+                received = self.socket.recv_from() => {
+                    inputs.extend(datagram_input(received, &rejections));
+                }
+            }
+            for input in inputs.drain(..) {
+                let Ok(outputs) = self.node.update(|n| n.handle(Instant::now(), input)) else {
+                    return;
+                };
+                for output in outputs {
+                    self.carry_out(output).await;
+                }
+            }
+        }
+    }
+
+    async fn carry_out(&mut self, output: Output) {
+        match output {
+            Output::Broadcast(message) => {
+                let frame = Frame::new(self.id, Message::Election(message));
+                let targets = self.targets.resolve();
+                if let Err(e) = self.socket.send_to_all(&frame, &targets).await {
+                    tracing::debug!(error = %e, "broadcast failed on some network");
+                }
+            }
+            Output::SendTo(to, message) => {
+                let frame = Frame::new(self.id, Message::Election(message));
+                if let Err(e) = self.socket.send_to(&frame, to).await {
+                    tracing::debug!(%to, error = %e, "send failed");
+                }
+            }
+            Output::Join {
+                leader,
+                addr,
+                term,
+                seq,
+            } => {
+                // One link at a time: the one to a former leader is closed from our end.
+                if let Some(old) = self.link.take() {
+                    old.abort();
+                }
+                let join = Join {
+                    id: self.id,
                     leader,
                     addr,
                     term,
                     seq,
-                } => {
-                    // One link at a time: the one to a former leader is closed from our end.
-                    if let Some(old) = link.take() {
-                        old.abort();
-                    }
-                    let join = Join {
-                        id,
-                        leader,
-                        addr,
-                        term,
-                        seq,
-                    };
-                    link = Some(tokio::spawn(links::follow(
-                        join,
-                        codec.clone(),
-                        joined_tx.clone(),
-                        shutdown.clone(),
-                    )));
-                }
+                };
+                self.link = Some(tokio::spawn(links::follow(
+                    join,
+                    self.codec.clone(),
+                    self.joined_tx.clone(),
+                    self.shutdown.clone(),
+                )));
             }
         }
     }
 }
 
+/// The node's input for a received datagram, if it is an election message.
+fn datagram_input(
+    received: std::io::Result<(SocketAddr, Result<Frame, ProtoError>)>,
+    rejections: &Rejections,
+) -> Option<Input> {
+    match received {
+        Ok((
+            from,
+            Ok(Frame {
+                sender,
+                message: Message::Election(message),
+            }),
+        )) => Some(Input::Datagram {
+            from,
+            sender,
+            message,
+        }),
+        Ok((from, Ok(frame))) => {
+            tracing::debug!(%from, kind = ?frame.message.kind(), "ignoring a non-election datagram");
+            None
+        }
+        Ok((from, Err(e))) => {
+            rejections.reject(from, "datagram", &e);
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "receive failed");
+            None
+        }
+    }
+}
+
 /// TCP: `Join` (answered by the leader only; the connection then stays open as the
-/// follower's link) and `StatusRequest`.
+/// follower's link), `StatusRequest` and `RemoveMember` (the leader only).
 async fn serve(
     listener: TcpListener,
     max_connections: usize,
@@ -277,7 +383,9 @@ async fn serve(
                     sender,
                     message: Message::Election(ElectionMessage::Join { seq, .. }),
                 } => {
-                    let answer = node.lock().join(Instant::now(), sender, seq);
+                    let Ok(answer) = node.update(|n| n.join(Instant::now(), sender, seq)) else {
+                        return;
+                    };
                     match answer {
                         Ok((term, colour, view)) => {
                             let joined = ElectionMessage::Joined { term, colour, view };
@@ -291,6 +399,20 @@ async fn serve(
                             let _ = conn.send(id, Message::Rejected { reason }).await;
                         }
                     }
+                }
+                Frame {
+                    message: Message::RemoveMember { id: member },
+                    ..
+                } => {
+                    let Ok(removed) = node.update(|n| n.remove_member(Instant::now(), member))
+                    else {
+                        return;
+                    };
+                    let answer = match removed {
+                        Ok(_) => Message::ElectionStatus(node.status()),
+                        Err(reason) => Message::Rejected { reason },
+                    };
+                    let _ = conn.send(id, answer).await;
                 }
                 frame => {
                     let reason = format!("unexpected {:?}", frame.message.kind());

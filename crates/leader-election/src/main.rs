@@ -3,10 +3,10 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use halab_runtime::{ControlCommand, StatusArgs, control};
 use leader_election::ElectionConfig;
-use proto::{ElectionNodeStatus, Message};
+use proto::{ElectionNodeStatus, Message, NodeId};
 
 /// halab's leader election node (seed 002): discovers its peers by UDP broadcast, elects the
 /// highest id by the bully algorithm with majority quorums, and colours ⌈n/3⌉ nodes green.
@@ -19,7 +19,25 @@ struct Cli {
     #[command(flatten)]
     config: ElectionConfig,
     #[command(subcommand)]
-    command: Option<ControlCommand>,
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    #[command(flatten)]
+    Control(ControlCommand),
+    /// Take a member out of the agreed membership (majorities are then counted without it),
+    /// for a node that is gone for good. Ask the leader (--status-addr); a live node removed
+    /// this way simply registers again.
+    RemoveMember(RemoveArgs),
+}
+
+#[derive(Debug, Args)]
+struct RemoveArgs {
+    /// The member's id (as `status` shows it).
+    id: NodeId,
+    #[command(flatten)]
+    target: StatusArgs,
 }
 
 fn main() -> ExitCode {
@@ -37,25 +55,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!("election node stopped");
             Ok(())
         }
-        Some(ControlCommand::Status(args)) => {
-            control::print_status(&query(&cli, args).await?, args.json, table)
+        Some(Command::Control(ControlCommand::Status(args))) => {
+            let status = query(&cli, args, Message::StatusRequest).await?;
+            control::print_status(&status, args.json, table)
         }
-        Some(ControlCommand::Healthcheck(args)) => query(&cli, args).await.map(drop),
+        Some(Command::Control(ControlCommand::Healthcheck(args))) => {
+            query(&cli, args, Message::StatusRequest).await.map(drop)
+        }
+        Some(Command::RemoveMember(RemoveArgs { id, target })) => {
+            let status = query(&cli, target, Message::RemoveMember { id: *id }).await?;
+            control::print_status(&status, target.json, table)
+        }
     }
 }
 
-async fn query(cli: &Cli, args: &StatusArgs) -> anyhow::Result<ElectionNodeStatus> {
+async fn query(
+    cli: &Cli,
+    args: &StatusArgs,
+    request: Message,
+) -> anyhow::Result<ElectionNodeStatus> {
     let listen = cli.config.listen;
     let addr = args
         .status_addr
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], listen.port())));
-    match control::query_status(
-        addr,
-        cli.common.codec(),
-        Duration::from_millis(args.timeout_ms),
-    )
-    .await?
-    {
+    let timeout = Duration::from_millis(args.timeout_ms);
+    match control::query(addr, cli.common.codec(), request, timeout).await? {
         Message::ElectionStatus(status) => Ok(status),
         other => anyhow::bail!("{addr} answered {:?}: not an election node", other.kind()),
     }

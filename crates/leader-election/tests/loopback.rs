@@ -25,6 +25,11 @@ const PATIENCE: Duration = Duration::from_secs(30);
 
 struct Cluster {
     nodes: Vec<(Running, CancellationToken)>,
+    /// Each node's command line, to restart it with.
+    args: Vec<Vec<String>>,
+    codec: FrameCodec,
+    /// Each node's state file lives here.
+    state_dir: tempfile::TempDir,
 }
 
 impl Cluster {
@@ -58,29 +63,59 @@ impl Cluster {
             .chain(eavesdropper.map(|e| e.to_string()))
             .collect::<Vec<_>>()
             .join(",");
-        let mut nodes = Vec::new();
+        let state = tempfile::tempdir().unwrap();
+        let mut cluster = Cluster {
+            nodes: Vec::new(),
+            args: Vec::new(),
+            codec,
+            state_dir: state,
+        };
         for (i, port) in ports.iter().enumerate() {
-            let config = Args::parse_from([
+            let state = cluster.state_dir.path().to_path_buf();
+            let args: Vec<String> = vec![
                 "leader-election".to_string(),
                 format!("--id={}", i + 1),
                 format!("--udp-listen=127.0.0.1:{port}"),
                 "--listen=127.0.0.1:0".to_string(),
                 format!("--peers={peers}"),
+                format!(
+                    "--state-file={}",
+                    state.join(format!("node-{}", i + 1)).display()
+                ),
+                // Below the cluster's size on purpose: followers leaving are removed.
+                "--min-cluster-size=3".to_string(),
                 "--heartbeat-ms=100".to_string(),
                 "--lease-ms=400".to_string(),
                 "--leader-timeout-ms=800".to_string(),
                 "--member-timeout-ms=800".to_string(),
                 "--settle-ms=500".to_string(),
                 "--election-timeout-ms=250".to_string(),
-            ])
-            .config;
-            let shutdown = CancellationToken::new();
-            let running = daemon::start(config, codec.clone(), shutdown.clone())
-                .await
-                .unwrap();
-            nodes.push((running, shutdown));
+            ];
+            let node = cluster.launch(&args).await.unwrap();
+            cluster.nodes.push(node);
+            cluster.args.push(args);
         }
-        Cluster { nodes }
+        cluster
+    }
+
+    async fn launch(&self, args: &[String]) -> anyhow::Result<(Running, CancellationToken)> {
+        let config = Args::parse_from(args).config;
+        let shutdown = CancellationToken::new();
+        let running = daemon::start(config, self.codec.clone(), shutdown.clone()).await?;
+        Ok((running, shutdown))
+    }
+
+    /// Stops every node and waits until each has let go of its sockets.
+    async fn stop_all(&mut self) {
+        for (running, stop) in self.nodes.drain(..) {
+            stop.cancel();
+            running.join().await;
+        }
+    }
+
+    /// Node `id` started again with its command line, so its state file.
+    async fn relaunch(&self, id: u64) -> (Running, CancellationToken) {
+        self.launch(&self.args[id as usize - 1]).await.unwrap()
     }
 
     fn live(&self) -> impl Iterator<Item = &Running> {
@@ -313,4 +348,44 @@ async fn recorded_tcp_requests_replayed_are_refused() {
             .await
             .unwrap();
     assert!(matches!(status, Message::ElectionStatus(_)));
+}
+
+/// A restarted node remembers its term and the agreed membership, and the cluster, all
+/// restarted, elects the same leader again.
+#[tokio::test]
+async fn restarted_nodes_remember_their_term_and_membership() {
+    let mut cluster = Cluster::start(5).await;
+    assert_eq!(cluster.wait_converged("start").await, 5);
+    let before = cluster.nodes[1].0.node.status();
+    cluster.stop_all().await;
+    let mut alone = Some(cluster.relaunch(2).await);
+    // Alone, it has heard nobody: what it shows is what it saved.
+    let after = alone.as_ref().unwrap().0.node.status();
+    assert_eq!(after.state, "init");
+    assert_eq!(after.term, before.term, "the term was saved");
+    assert_eq!(
+        after.membership, before.membership,
+        "the agreed membership was saved"
+    );
+    assert_eq!(after.quorum, 3);
+    for id in 1..=5 {
+        let node = match id {
+            2 => alone.take().unwrap(),
+            _ => cluster.relaunch(id).await,
+        };
+        cluster.nodes.push(node);
+    }
+    assert_eq!(cluster.wait_converged("after the restart").await, 5);
+}
+
+#[tokio::test]
+async fn a_state_file_of_another_node_is_refused() {
+    let cluster = Cluster::start(3).await;
+    let mut args = cluster.args[0].clone();
+    args[1] = "--id=9".to_string();
+    let error = cluster.launch(&args).await.unwrap_err();
+    assert!(
+        format!("{error:#}").contains("belongs to node 1"),
+        "{error:#}"
+    );
 }

@@ -42,6 +42,7 @@ fn samples() -> Vec<Message> {
             limit: 50,
         },
         Message::Handshake { nonce: [7; 16] },
+        Message::RemoveMember { id: 4 },
         Message::DispatcherStatus(DispatcherStatus {
             worker_count: 7,
             workers: vec![],
@@ -93,6 +94,14 @@ fn samples() -> Vec<Message> {
             term: 2,
             colour: Colour::Red,
             view,
+        }),
+        Message::Election(ElectionMessage::PreVote {
+            term: 3,
+            version: 2,
+        }),
+        Message::Election(ElectionMessage::PreVoteGranted {
+            term: 3,
+            candidate: 1,
         }),
         Message::ElectionStatus(ElectionNodeStatus {
             id: 3,

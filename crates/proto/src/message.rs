@@ -95,6 +95,12 @@ pub enum Message {
         offset: u64,
         limit: u32,
     },
+    /// Operator → election leader (`leader-election remove-member`): take the member `id` out
+    /// of the membership, as a change of its own. Answered with the leader's status, or
+    /// `Rejected` (not the leader, not a member, another change in progress).
+    RemoveMember {
+        id: NodeId,
+    },
 }
 
 /// A TCP connection's random nonce (see [`Message::Handshake`]).
@@ -165,6 +171,12 @@ pub enum ElectionMessage {
         colour: Colour,
         view: LeaderView,
     },
+    /// Pre-vote (Raft's): "would you vote for me in `term`?", asked before a candidate raises
+    /// its term. Nobody changes its term or vote for it, so a node that cannot win (one that
+    /// alone stopped hearing a live leader) disturbs nobody.
+    PreVote { term: u64, version: u64 },
+    /// To `candidate`: the sender would vote for it in `term` (it hears no leader).
+    PreVoteGranted { term: u64, candidate: NodeId },
 }
 
 impl ElectionMessage {
@@ -178,7 +190,9 @@ impl ElectionMessage {
             | ElectionMessage::Heartbeat { term, .. }
             | ElectionMessage::Ack { term, .. }
             | ElectionMessage::Join { term, .. }
-            | ElectionMessage::Joined { term, .. } => *term,
+            | ElectionMessage::Joined { term, .. }
+            | ElectionMessage::PreVote { term, .. }
+            | ElectionMessage::PreVoteGranted { term, .. } => *term,
         }
     }
 }
@@ -246,10 +260,11 @@ pub enum MessageKind {
     ElectionStatus = 17,
     Handshake = 18,
     StatusPage = 19,
+    RemoveMember = 20,
 }
 
 impl MessageKind {
-    pub const ALL: [MessageKind; 19] = [
+    pub const ALL: [MessageKind; 20] = [
         MessageKind::Discover,
         MessageKind::Welcome,
         MessageKind::Register,
@@ -269,6 +284,7 @@ impl MessageKind {
         MessageKind::ElectionStatus,
         MessageKind::Handshake,
         MessageKind::StatusPage,
+        MessageKind::RemoveMember,
     ];
 
     pub fn from_u8(byte: u8) -> Option<MessageKind> {
@@ -298,6 +314,7 @@ impl Message {
             Message::ElectionStatus(_) => MessageKind::ElectionStatus,
             Message::Handshake { .. } => MessageKind::Handshake,
             Message::StatusPage { .. } => MessageKind::StatusPage,
+            Message::RemoveMember { .. } => MessageKind::RemoveMember,
         }
     }
 }

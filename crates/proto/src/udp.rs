@@ -223,8 +223,23 @@ impl FrameSocket {
     /// log and count it and keep listening; only socket errors end up in the outer `Result`.
     pub async fn recv_from(&mut self) -> std::io::Result<(SocketAddr, Result<Frame, ProtoError>)> {
         let (len, from) = self.socket.recv_from(&mut self.buf).await?;
-        let decoded = self
-            .codec
+        Ok((from, self.decode(len)))
+    }
+
+    /// A datagram already queued, without waiting: `None` when there is none. Lets a driver
+    /// read what queued up while it was stopped before it judges anyone silent.
+    pub fn try_recv_from(
+        &mut self,
+    ) -> Option<std::io::Result<(SocketAddr, Result<Frame, ProtoError>)>> {
+        match self.socket.try_recv_from(&mut self.buf) {
+            Ok((len, from)) => Some(Ok((from, self.decode(len)))),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    fn decode(&mut self, len: usize) -> Result<Frame, ProtoError> {
+        self.codec
             .decode_datagram_stamped(&self.buf[..len])
             .and_then(|(frame, stamp)| {
                 // Without a key anyone can forge a stamp, so only keyed clusters check them.
@@ -232,8 +247,7 @@ impl FrameSocket {
                     self.replays.check(frame.sender, stamp)?;
                 }
                 Ok(frame)
-            });
-        Ok((from, decoded))
+            })
     }
 }
 

@@ -111,6 +111,10 @@ fn arb_election() -> impl Strategy<Value = ElectionMessage> {
                 view,
             }
         }),
+        (any::<u64>(), any::<u64>())
+            .prop_map(|(term, version)| ElectionMessage::PreVote { term, version }),
+        (any::<u64>(), any::<u64>())
+            .prop_map(|(term, candidate)| ElectionMessage::PreVoteGranted { term, candidate }),
     ]
 }
 
@@ -142,6 +146,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
         Just(Message::StatusRequest),
         (any::<u64>(), any::<u32>())
             .prop_map(|(offset, limit)| Message::StatusPage { offset, limit }),
+        any::<u64>().prop_map(|id| Message::RemoveMember { id }),
         any::<[u8; 16]>().prop_map(|nonce| Message::Handshake { nonce }),
         (
             prop::collection::vec(arb_row(), 0..8),

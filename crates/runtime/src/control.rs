@@ -37,7 +37,7 @@ pub async fn query(
         match conn.read_frame().await? {
             Some(frame) => match frame.message {
                 Message::Rejected { reason } => {
-                    bail!("{addr} refused the status request: {reason}")
+                    bail!("{addr} refused: {reason}")
                 }
                 message => Ok(message),
             },

@@ -5,18 +5,24 @@
 //! The protocol, in short:
 //! - **init**: broadcast `Hello` and collect peers until none is new for the settle timeout
 //!   (the seed's NEW_CLIENT_TIMEOUT). A leader's heartbeat heard meanwhile makes us its follower.
-//! - **bully election**: a candidate bumps its term and broadcasts `Election`. A higher node
-//!   that hears it replies `Answer` and runs itself; a lower one votes (one vote per term). A
-//!   candidate with votes from a majority of the *last agreed membership* (never of whoever it
-//!   can currently hear) wins and broadcasts `Coordinator`. A node only runs when it has heard
-//!   from a majority of that membership lately, so a cut-off node never inflates its term and,
-//!   healed, simply follows the majority's leader.
+//! - **pre-vote** (Raft's): before raising its term a candidate asks `PreVote`; only nodes that
+//!   hear no leader say yes, and nobody's term moves. A node that alone stopped hearing a live
+//!   leader (a one-way partition, a resumed process) is refused and disturbs nobody.
+//! - **bully election**: with a majority's pre-votes, a candidate bumps its term and broadcasts
+//!   `Election`. A higher node that hears it replies `Answer` and runs itself; a lower one votes
+//!   (one vote per term). A candidate with votes from a majority of the *last agreed
+//!   membership* (never of whoever it can currently hear) wins and broadcasts `Coordinator`. A
+//!   node only runs when it has heard from a majority of that membership lately.
 //! - **terms** (as in Raft): nobody follows a lower term; a leader that sees a higher one steps
 //!   down; each node votes once per term.
+//! - **durable state** (as in Raft): term, vote and the agreed membership survive a restart
+//!   ([`Durable`], saved by the driver before anything is sent), so a restarted node neither
+//!   votes twice in a term nor counts majorities over a membership it has forgotten.
 //! - **membership changes** (as in Raft's single-server changes): the leader adds or removes one
 //!   node at a time, and only once a majority of the current membership acked its version; a
 //!   voter refuses candidates with an older membership version or outside its membership. So
 //!   nodes left behind by a change can never form a majority of the membership they remember.
+//!   Before any membership is agreed, majorities count at least the minimum cluster size.
 //! - **leader**: broadcasts `Heartbeat` with the membership and colours; followers `Ack` each
 //!   one. The leader leads only while acks from a majority arrived within the lease; the lease is
 //!   shorter than the followers' leader timeout, so an old leader has stepped down before anyone
@@ -25,8 +31,9 @@
 //! - **follower**: registers over TCP (`Join`) to get its colour and keeps that connection
 //!   open as its *link* to the leader; when heartbeats stop for the leader timeout, or the
 //!   leader's end closes the link (a killed process's kernel does that at once; a live leader
-//!   only after it stopped counting our acks, [`Node::link_lost`]), it starts an election. While it hears a leader it ignores elections, so a
-//!   resumed or reconnected node cannot depose a healthy leader.
+//!   only after it stopped counting our acks, [`Node::link_lost`]), it starts an election.
+//!   While it hears a leader it refuses pre-votes and ignores elections, so a node that cannot
+//!   hear the leader cannot depose it.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
@@ -35,7 +42,9 @@ use std::time::Duration;
 use proto::{Colour, ElectionMessage, LeaderView, NodeId};
 use tokio::time::Instant;
 
-use crate::colouring::recolour;
+mod durable;
+mod membership;
+pub use durable::{AgreedView, Durable};
 
 /// How many leaderships a node remembers for its status.
 const LEADERSHIPS_KEPT: usize = 16;
@@ -152,6 +161,8 @@ struct LeaderInfo {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct IgnoredElection {
+    /// A pre-vote rather than an election.
+    pre: bool,
     at: Instant,
     from: SocketAddr,
     candidate: NodeId,
@@ -193,6 +204,8 @@ pub struct Node {
     last_broadcast: Option<Instant>,
     /// Candidate: votes in the current term; `None` when not campaigning.
     votes: Option<BTreeSet<NodeId>>,
+    /// Candidate before raising its term: the term it asks about and who would vote for it.
+    prevotes: Option<(u64, BTreeSet<NodeId>)>,
     next_election: Option<Instant>,
     /// Leader: for each member, when we sent the latest heartbeat (or election) it answered.
     acks: BTreeMap<NodeId, Instant>,
@@ -232,6 +245,7 @@ impl Node {
             last_new_peer: now,
             last_broadcast: None,
             votes: None,
+            prevotes: None,
             next_election: None,
             acks: BTreeMap::new(),
             sent: VecDeque::new(),
@@ -293,10 +307,16 @@ impl Node {
         &self.tenures
     }
 
-    /// Votes needed: a majority of the agreed membership, never of fewer than the minimum
-    /// cluster size (so a node that knows of nobody cannot elect itself).
+    /// Votes needed: a majority of the agreed membership (which changes one member at a time,
+    /// each change acked by a majority, and is saved across restarts). Before any membership
+    /// was agreed, a majority of at least the minimum cluster size: a partition at first start
+    /// cannot be told from a small cluster otherwise.
     pub fn quorum(&self) -> usize {
-        self.membership.len().max(self.config.min_cluster_size) / 2 + 1
+        if self.agreed {
+            self.membership.len() / 2 + 1
+        } else {
+            self.membership.len().max(self.config.min_cluster_size) / 2 + 1
+        }
     }
 
     pub fn handle(&mut self, now: Instant, input: Input) -> Vec<Output> {
@@ -340,61 +360,19 @@ impl Node {
                         .ignored_election
                         .take()
                         .filter(|e| now.duration_since(e.at) <= self.config.timing.election);
-                    if let Some(e) = recent {
-                        self.on_election(now, e.from, e.candidate, e.term, e.version, &mut out);
+                    match recent {
+                        Some(e) if e.pre => {
+                            self.on_pre_vote(now, e.from, e.candidate, e.term, e.version, &mut out)
+                        }
+                        Some(e) => {
+                            self.on_election(now, e.from, e.candidate, e.term, e.version, &mut out)
+                        }
+                        None => {}
                     }
                 }
             }
         }
         out
-    }
-
-    /// On the leader: the link to `follower` is about to be closed from our end (or broke).
-    /// Its acks stop counting towards the lease first, so that the follower may act on the
-    /// closed link at once (see [`Input::LeaderLinkClosed`]).
-    pub fn link_lost(&mut self, follower: NodeId) {
-        if self.acks.remove(&follower).is_some() {
-            tracing::info!(
-                follower,
-                "link to node {follower} lost; its acks no longer count"
-            );
-        }
-    }
-
-    /// A follower's registration, on the leader: add it to the membership and colour it.
-    /// `seq` is our latest heartbeat it heard; the contact is dated by when we sent that.
-    pub fn join(
-        &mut self,
-        now: Instant,
-        sender: NodeId,
-        seq: u64,
-    ) -> Result<(u64, Colour, LeaderView), String> {
-        if !self.is_leader(now) {
-            return Err(match self.leader(now) {
-                Some(leader) => format!("not the leader; {leader} is"),
-                None => "not the leader; there is none right now".to_string(),
-            });
-        }
-        if !self.membership.contains(&sender) {
-            if !self.membership_committed() {
-                return Err("a membership change is in progress; retry".to_string());
-            }
-            self.membership.insert(sender);
-            self.version += 1;
-            tracing::info!(
-                member = sender,
-                members = self.membership.len(),
-                version = self.version,
-                "node {sender} joined"
-            );
-        }
-        if let Some(sent_at) = self.sent.iter().find(|(s, _)| *s == seq).map(|(_, at)| *at) {
-            let latest = self.acks.entry(sender).or_insert(sent_at);
-            *latest = (*latest).max(sent_at);
-        }
-        self.recolour(now);
-        let colour = self.colours.get(&sender).copied().unwrap_or(Colour::Red);
-        Ok((self.term, colour, self.view()))
     }
 
     fn tick(&mut self, now: Instant, out: &mut Vec<Output>) {
@@ -468,9 +446,14 @@ impl Node {
         }
         let term = message.term();
         let election = matches!(message, ElectionMessage::Election { .. });
+        // Pre-votes ask about a term nobody is in yet: they move no one's term.
+        let pre_vote = matches!(
+            message,
+            ElectionMessage::PreVote { .. } | ElectionMessage::PreVoteGranted { .. }
+        );
         // A higher term wins, except an election while we follow a live leader: ignoring those
         // keeps a node that cannot hear the leader from deposing it.
-        if term > self.term && !(election && self.hears_leader(now)) {
+        if term > self.term && !pre_vote && !(election && self.hears_leader(now)) {
             if self.role == Role::Leader {
                 let ended = self.lease_end(now);
                 self.step_down(
@@ -481,6 +464,7 @@ impl Node {
             }
             self.term = term;
             self.votes = None;
+            self.prevotes = None;
         }
         match message {
             ElectionMessage::Hello { .. }
@@ -488,6 +472,24 @@ impl Node {
             | ElectionMessage::Joined { .. } => {}
             ElectionMessage::Election { term, version } => {
                 self.on_election(now, from, sender, term, version, out)
+            }
+            ElectionMessage::PreVote { term, version } => {
+                self.on_pre_vote(now, from, sender, term, version, out)
+            }
+            ElectionMessage::PreVoteGranted { term, candidate } => {
+                let member = self.membership.contains(&sender);
+                if candidate != self.id() || self.role != Role::Candidate || !member {
+                    return;
+                }
+                let asked = self.term + 1;
+                if let Some((t, grants)) = self.prevotes.as_mut() {
+                    if *t == term && term == asked {
+                        grants.insert(sender);
+                        if grants.len() >= self.quorum() {
+                            self.campaign(now, out);
+                        }
+                    }
+                }
             }
             ElectionMessage::Answer { term, candidate } => {
                 // A higher node outside our agreed membership cannot win our voters: its
@@ -585,6 +587,7 @@ impl Node {
                 "ignoring an election while the leader is alive"
             );
             self.ignored_election = Some(IgnoredElection {
+                pre: false,
                 at: now,
                 from,
                 candidate,
@@ -610,7 +613,7 @@ impl Node {
                 from,
                 ElectionMessage::Answer { term, candidate },
             ));
-            if self.votes.is_none() {
+            if !self.campaigning() {
                 tracing::info!(
                     candidate,
                     term,
@@ -632,9 +635,10 @@ impl Node {
         }
         if self.voted.is_none_or(|(t, c)| t < term || c == candidate) {
             self.voted = Some((term, candidate));
-            if self.votes.is_some() {
+            if self.campaigning() {
                 // A higher node runs in our term: stand down for it.
                 self.votes = None;
+                self.prevotes = None;
                 self.next_election = Some(
                     now + self.config.timing.leader_timeout + self.rank_delay(now) + self.jitter(),
                 );
@@ -649,6 +653,51 @@ impl Node {
             out.push(Output::SendTo(
                 from,
                 ElectionMessage::Vote { term, candidate },
+            ));
+        }
+    }
+
+    /// Would we vote for `candidate` in `term`? Yes unless we hear a live leader (or are it),
+    /// know a newer membership, or count the candidate out of ours. Nothing changes here: the
+    /// candidate raises its term only once a majority said yes.
+    fn on_pre_vote(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        candidate: NodeId,
+        term: u64,
+        version: u64,
+        out: &mut Vec<Output>,
+    ) {
+        if self.is_leader(now) {
+            // As for an election: tell the candidate who leads.
+            let seq = self.record_heartbeat(now);
+            out.push(Output::SendTo(
+                from,
+                ElectionMessage::Heartbeat {
+                    term: self.term,
+                    seq,
+                    view: self.view(),
+                },
+            ));
+            return;
+        }
+        if self.hears_leader(now) {
+            self.ignored_election = Some(IgnoredElection {
+                pre: true,
+                at: now,
+                from,
+                candidate,
+                term,
+                version,
+            });
+            return;
+        }
+        let member = !self.agreed || self.membership.contains(&candidate);
+        if term > self.term && version >= self.version && member {
+            out.push(Output::SendTo(
+                from,
+                ElectionMessage::PreVoteGranted { term, candidate },
             ));
         }
     }
@@ -679,6 +728,7 @@ impl Node {
             self.leader.as_ref().is_none_or(|l| l.id != leader) || self.role != Role::Follower;
         self.role = Role::Follower;
         self.votes = None;
+        self.prevotes = None;
         self.next_election = None;
         self.leader = Some(LeaderInfo {
             id: leader,
@@ -719,22 +769,6 @@ impl Node {
             self.next_election =
                 Some(now + self.config.timing.election + self.rank_delay(now) + self.jitter());
         }
-    }
-
-    fn adopt_view(&mut self, term: u64, view: &LeaderView) {
-        if (term, view.version) < (self.view_term, self.version) {
-            tracing::debug!(
-                term,
-                version = view.version,
-                "ignoring an older view of the membership"
-            );
-            return;
-        }
-        self.view_term = term;
-        self.agreed = true;
-        self.version = view.version;
-        self.membership = view.membership.iter().copied().collect();
-        self.colours = view.colours.iter().copied().collect();
     }
 
     /// Registers with the leader while it does not count us as a member or we hold no link to
@@ -805,8 +839,27 @@ impl Node {
                 "not running: a majority of the membership is not reachable"
             );
             self.votes = None;
+            self.prevotes = None;
             return;
         }
+        self.votes = None;
+        if self.quorum() <= 1 {
+            return self.campaign(now, out);
+        }
+        // Pre-vote first: a node that cannot win (one that alone stopped hearing a live
+        // leader) asks, is refused, and never raises the term that would depose the leader.
+        let term = self.term + 1;
+        self.prevotes = Some((term, [self.id()].into()));
+        tracing::debug!(term, "asking for pre-votes");
+        out.push(Output::Broadcast(ElectionMessage::PreVote {
+            term,
+            version: self.version,
+        }));
+    }
+
+    /// A majority would vote for us: raise the term and run.
+    fn campaign(&mut self, now: Instant, out: &mut Vec<Output>) {
+        self.prevotes = None;
         self.term += 1;
         self.role = Role::Candidate;
         self.voted = Some((self.term, self.id()));
@@ -829,15 +882,6 @@ impl Node {
         }
     }
 
-    /// Peers outside the membership that have been silent for ten member timeouts are
-    /// forgotten, so that nodes that came and went do not accumulate.
-    fn forget_silent_peers(&mut self, now: Instant) {
-        let memory = self.config.timing.member_timeout * 10;
-        let membership = &self.membership;
-        self.peers
-            .retain(|id, (_, seen)| membership.contains(id) || now.duration_since(*seen) <= memory);
-    }
-
     /// Whether we could ever collect a majority: not if the membership we agreed on leaves us
     /// out (voters refuse non-members). Such a node must not answer lower candidates in the
     /// bully's name, or it would stop the one who can win, again and again.
@@ -845,9 +889,15 @@ impl Node {
         !self.agreed || self.membership.contains(&self.id())
     }
 
+    /// Asking for pre-votes or votes.
+    fn campaigning(&self) -> bool {
+        self.votes.is_some() || self.prevotes.is_some()
+    }
+
     fn become_leader(&mut self, now: Instant, out: &mut Vec<Output>) {
         self.role = Role::Leader;
         self.votes = None;
+        self.prevotes = None;
         self.next_election = None;
         self.leader = None;
         self.agreed = true;
@@ -877,92 +927,10 @@ impl Node {
         self.elected_at = None;
         self.role = Role::Candidate;
         self.votes = None;
+        self.prevotes = None;
         self.acks.clear();
         self.next_election =
             Some(now + self.config.timing.leader_timeout + self.rank_delay(now) + self.jitter());
-    }
-
-    /// Members silent for the member timeout leave the membership, but only while a majority
-    /// of the current membership is reachable and never below the minimum cluster size: a
-    /// leader cut off from the majority must not shrink the membership to one it can reach.
-    fn remove_silent_members(&mut self, now: Instant) {
-        let timeout = self.config.timing.member_timeout;
-        let tenure_start = self.elected_at.unwrap_or(now);
-        let mut silent: Vec<(Instant, NodeId)> = self
-            .membership
-            .iter()
-            .filter(|id| **id != self.id())
-            .filter_map(|id| {
-                let last = self.acks.get(id).copied().unwrap_or(tenure_start);
-                (now.duration_since(last) > timeout).then_some((last, *id))
-            })
-            .collect();
-        let reachable = self.membership.len() - silent.len();
-        let above_floor = self.membership.len() > self.config.min_cluster_size;
-        if silent.is_empty()
-            || reachable < self.quorum()
-            || !above_floor
-            || !self.membership_committed()
-        {
-            return;
-        }
-        // One at a time, the longest silent first; the next waits for this one to be acked.
-        silent.sort();
-        let (last, id) = silent[0];
-        self.membership.remove(&id);
-        self.acks.remove(&id);
-        self.acked_versions.remove(&id);
-        self.version += 1;
-        tracing::info!(
-            member = id,
-            silent_ms = now.duration_since(last).as_millis() as u64,
-            members = self.membership.len(),
-            version = self.version,
-            "removed silent node {id}"
-        );
-    }
-
-    /// Whether a majority of the membership (us included) acked its current version.
-    fn membership_committed(&self) -> bool {
-        let acked = self
-            .membership
-            .iter()
-            .filter(|id| {
-                **id == self.id()
-                    || self
-                        .acked_versions
-                        .get(id)
-                        .is_some_and(|v| *v >= self.version)
-            })
-            .count();
-        acked >= self.quorum()
-    }
-
-    /// Recolours the live members (us and those acked within the member timeout).
-    fn recolour(&mut self, now: Instant) {
-        let timeout = self.config.timing.member_timeout;
-        let live: BTreeSet<NodeId> = self
-            .membership
-            .iter()
-            .filter(|id| {
-                **id == self.id()
-                    || self
-                        .acks
-                        .get(id)
-                        .is_some_and(|at| now.duration_since(*at) <= timeout)
-            })
-            .copied()
-            .collect();
-        let next = recolour(&self.colours, &live, self.id());
-        if next != self.colours {
-            let changed: Vec<NodeId> = next
-                .iter()
-                .filter(|(id, c)| self.colours.get(id) != Some(c))
-                .map(|(id, _)| *id)
-                .collect();
-            tracing::info!(live = live.len(), ?changed, "recoloured");
-            self.colours = next;
-        }
     }
 
     fn view(&self) -> LeaderView {

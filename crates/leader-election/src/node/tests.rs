@@ -64,6 +64,29 @@ fn election(candidate: NodeId, term: u64, version: u64) -> Input {
     datagram(candidate, ElectionMessage::Election { term, version })
 }
 
+/// Node `voter` would vote for `n` in its next term (the answer to `n`'s pre-vote).
+fn pre_vote_granted(n: &mut Node, now: Instant, voter: NodeId) -> Vec<Output> {
+    let term = n.term() + 1;
+    let candidate = n.id();
+    n.handle(
+        now,
+        datagram(voter, ElectionMessage::PreVoteGranted { term, candidate }),
+    )
+}
+
+/// `n` at `now` runs: it asks for pre-votes on its tick and node 1 grants one.
+fn runs(n: &mut Node, now: Instant) -> Vec<Output> {
+    let out = n.handle(now, Input::Tick);
+    let term = n.term() + 1;
+    assert!(
+        sent(&out)
+            .iter()
+            .any(|m| **m == ElectionMessage::PreVote { term, version: 1 }),
+        "{out:?}"
+    );
+    pre_vote_granted(n, now, 1)
+}
+
 fn sent(outputs: &[Output]) -> Vec<&ElectionMessage> {
     outputs
         .iter()
@@ -88,11 +111,26 @@ fn init_broadcasts_hello_and_the_highest_runs_once_discovery_settles() {
     n.handle(settled, datagram(2, ElectionMessage::Hello { term: 0 }));
     let out = n.handle(settled, Input::Tick);
     assert!(
+        sent(&out).contains(&&ElectionMessage::PreVote {
+            term: 1,
+            version: 0
+        }),
+        "it asks before it raises its term: {out:?}"
+    );
+    assert!(
+        !sent(&out)
+            .iter()
+            .any(|m| matches!(m, ElectionMessage::Election { .. }))
+    );
+    assert_eq!(n.term(), 0);
+    let out = pre_vote_granted(&mut n, settled, 1);
+    assert!(
         sent(&out)
             .iter()
-            .any(|m| matches!(m, ElectionMessage::Election { term: 1, .. }))
+            .any(|m| matches!(m, ElectionMessage::Election { term: 1, .. })),
+        "two of three would vote for it: it runs"
     );
-    assert_eq!(n.role(t0 + Duration::from_millis(2100)), Role::Candidate);
+    assert_eq!(n.role(settled), Role::Candidate);
 }
 
 #[test]
@@ -133,7 +171,7 @@ fn a_lower_node_votes_once_per_term_and_a_higher_one_answers() {
     assert!(
         sent(&out)
             .iter()
-            .any(|m| matches!(m, ElectionMessage::Election { term: 6, .. })),
+            .any(|m| matches!(m, ElectionMessage::PreVote { term: 6, .. })),
         "and runs itself"
     );
 }
@@ -177,7 +215,7 @@ fn heartbeats_of_a_lower_term_are_ignored() {
 fn elected(t0: Instant) -> (Node, Instant) {
     let (mut n, now) = follower(3, 2, 1, t0);
     let later = leader_silent(now);
-    n.handle(later, Input::Tick); // leader 2 silent: 3 is the highest member and runs
+    runs(&mut n, later); // leader 2 silent: 3 is the highest member and runs
     let term = n.term();
     let out = n.handle(
         later,
@@ -302,7 +340,7 @@ fn a_link_closed_by_the_leader_starts_an_election_at_once() {
     assert!(
         sent(&out)
             .iter()
-            .any(|m| matches!(m, ElectionMessage::Election { term: 2, .. })),
+            .any(|m| matches!(m, ElectionMessage::PreVote { term: 2, .. })),
         "the highest remaining member runs without waiting: {out:?}"
     );
     assert_eq!(n.leader(now), None);
@@ -405,7 +443,7 @@ fn an_answer_from_outside_the_membership_does_not_stop_a_candidate() {
     let t0 = Instant::now();
     let (mut n, now) = follower(3, 2, 1, t0);
     let later = leader_silent(now);
-    n.handle(later, Input::Tick); // 3 runs in term 2
+    runs(&mut n, later); // 3 runs in term 2
     let term = n.term();
     n.handle(
         later,
@@ -499,4 +537,157 @@ fn a_leader_past_its_lease_records_its_end_before_handling_anything() {
             "the leadership ended with the lease, not when the news arrived (higher term: {higher_term})"
         );
     }
+}
+
+/// `candidate`'s `PreVote` datagram.
+fn pre_vote(candidate: NodeId, term: u64, version: u64) -> Input {
+    datagram(candidate, ElectionMessage::PreVote { term, version })
+}
+
+#[test]
+fn a_follower_that_hears_its_leader_refuses_pre_votes_and_keeps_its_term() {
+    let t0 = Instant::now();
+    let (mut n, now) = follower(1, 3, 4, t0);
+    let out = n.handle(now, pre_vote(2, 5, 1));
+    assert!(sent(&out).is_empty(), "{out:?}");
+    assert_eq!(n.term(), 4);
+    // Once the leader is silent it would vote, still without moving its term.
+    let out = n.handle(leader_silent(now), pre_vote(2, 5, 1));
+    assert_eq!(
+        sent(&out),
+        [&ElectionMessage::PreVoteGranted {
+            term: 5,
+            candidate: 2
+        }]
+    );
+    assert_eq!(n.term(), 4, "a pre-vote moves no one's term");
+    let out = n.handle(leader_silent(now), pre_vote(2, 5, 0));
+    assert!(sent(&out).is_empty(), "an older membership is refused");
+}
+
+/// The one-way partition: node 3 stops hearing the leader, everyone else still does. It asks
+/// again and again, is refused, and never raises the term that would depose the leader.
+#[test]
+fn a_node_refused_pre_votes_never_raises_its_term() {
+    let t0 = Instant::now();
+    let (mut n, now) = follower(3, 2, 4, t0);
+    let mut at = leader_silent(now);
+    for _ in 0..50 {
+        n.handle(at, datagram(1, ElectionMessage::Hello { term: 4 }));
+        let out = n.handle(at, Input::Tick);
+        assert!(
+            !sent(&out)
+                .iter()
+                .any(|m| matches!(m, ElectionMessage::Election { .. })),
+            "{out:?}"
+        );
+        at += Duration::from_millis(100);
+    }
+    assert_eq!(n.term(), 4);
+    // A grant for a term it no longer asks about (it learnt a higher one) does not count.
+    n.handle(at, datagram(1, ElectionMessage::Hello { term: 6 }));
+    let out = n.handle(
+        at,
+        datagram(
+            1,
+            ElectionMessage::PreVoteGranted {
+                term: 5,
+                candidate: 3,
+            },
+        ),
+    );
+    assert!(sent(&out).is_empty(), "{out:?}");
+}
+
+#[test]
+fn a_restored_node_keeps_its_term_vote_and_membership() {
+    let t0 = Instant::now();
+    let (mut n, now) = follower(1, 3, 4, t0);
+    let later = leader_silent(now);
+    n.handle(later, election(2, 5, 1));
+    let saved = n.durable();
+    assert_eq!(saved.term, 5);
+    assert_eq!(saved.voted, Some((5, 2)));
+    assert_eq!(
+        saved
+            .view
+            .as_ref()
+            .map(|v| (v.term, v.version, v.membership.len())),
+        Some((4, 1, 3))
+    );
+
+    let config = n.config.clone();
+    let restarted = later + Duration::from_millis(10);
+    let mut again = Node::restore(config, saved.clone(), restarted);
+    assert_eq!(again.durable(), saved);
+    assert_eq!(again.quorum(), 2, "a majority of the saved membership");
+    let voting = restarted + Timing::default().leader_timeout + Duration::from_millis(1);
+    let out = again.handle(voting, election(3, 5, 1));
+    assert!(
+        sent(&out).is_empty(),
+        "it voted for node 2 in term 5 before the restart: {out:?}"
+    );
+    let out = again.handle(voting, election(3, 6, 1));
+    assert!(sent(&out).contains(&&ElectionMessage::Vote {
+        term: 6,
+        candidate: 3
+    }));
+}
+
+#[test]
+fn the_minimum_size_counts_only_until_a_membership_is_agreed() {
+    let t0 = Instant::now();
+    let mut n = Node::new(
+        NodeConfig {
+            min_cluster_size: 5,
+            ..node(1, t0).config
+        },
+        t0,
+    );
+    n.handle(t0, datagram(2, ElectionMessage::Hello { term: 0 }));
+    n.handle(t0 + Duration::from_secs(3), Input::Tick);
+    assert_eq!(n.membership().len(), 2);
+    assert_eq!(n.quorum(), 3, "bootstrap: a majority of at least five");
+    n.handle(
+        t0 + Duration::from_secs(3),
+        datagram(
+            2,
+            ElectionMessage::Heartbeat {
+                term: 1,
+                seq: 0,
+                view: view(&[1, 2, 3], 1),
+            },
+        ),
+    );
+    assert_eq!(n.quorum(), 2, "agreed: a majority of its three members");
+}
+
+#[test]
+fn the_operator_removes_a_member_one_change_at_a_time() {
+    let t0 = Instant::now();
+    let (mut n, now) = elected(t0);
+    assert_eq!(
+        n.remove_member(now, 1),
+        Err("not the leader; there is none right now".to_string()),
+        "no lease yet"
+    );
+    ack_first_heartbeat(&mut n, now);
+    assert!(
+        n.remove_member(now, 3)
+            .unwrap_err()
+            .contains("is the leader")
+    );
+    assert_eq!(
+        n.remove_member(now, 7),
+        Err("node 7 is not a member".to_string())
+    );
+    let version = n.remove_member(now, 2).expect("node 2 removed");
+    assert_eq!(version, 2);
+    assert_eq!(n.membership().iter().copied().collect::<Vec<_>>(), [1, 3]);
+    assert!(!n.colours().contains_key(&2));
+    assert_eq!(
+        n.remove_member(now, 1),
+        Err("a membership change is in progress; retry".to_string()),
+        "version 2 is not acked by a majority yet"
+    );
 }
