@@ -33,6 +33,8 @@ const TICK: Duration = Duration::from_millis(20);
 /// Most queued datagrams read before a tick: all of them after a pause, in practice, while a
 /// flood cannot hold the clock back for long.
 const DRAIN_BEFORE_TICK: usize = 1024;
+/// A state file write slower than this is logged.
+const SLOW_SAVE: Duration = Duration::from_millis(10);
 pub(crate) const JOIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The node, shared by the driver and the TCP server (its lock never held across an `.await`),
@@ -63,7 +65,18 @@ impl SharedNode {
             durable: node.durable(),
         };
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = state.save(&saved) {
+        let started = std::time::Instant::now();
+        let saving = state.save(&saved);
+        let took = started.elapsed();
+        if took > SLOW_SAVE {
+            // Every vote and term change waits for this: a slow disk slows elections down.
+            tracing::warn!(
+                took_ms = took.as_millis() as u64,
+                "saving the state file took {} ms",
+                took.as_millis()
+            );
+        }
+        if let Err(e) = saving {
             tracing::error!(
                 error = format!("{e:#}"),
                 "stopping: the node's state cannot be saved, and a node that may forget its vote must not take part"

@@ -850,7 +850,7 @@ impl Node {
         // leader) asks, is refused, and never raises the term that would depose the leader.
         let term = self.term + 1;
         self.prevotes = Some((term, [self.id()].into()));
-        tracing::debug!(term, "asking for pre-votes");
+        tracing::info!(term, "asking for pre-votes: would a majority vote for me?");
         out.push(Output::Broadcast(ElectionMessage::PreVote {
             term,
             version: self.version,
