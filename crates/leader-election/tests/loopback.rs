@@ -389,3 +389,42 @@ async fn a_state_file_of_another_node_is_refused() {
         "{error:#}"
     );
 }
+
+/// `remove-member` on the leader takes a dead member out even below the minimum size (three
+/// nodes, minimum three: the leader would never remove it for silence); a follower refuses it.
+#[tokio::test]
+async fn the_operator_removes_a_dead_member_through_the_leader() {
+    let cluster = Cluster::start(3).await;
+    assert_eq!(cluster.wait_converged("start").await, 3);
+    cluster.stop(1).await;
+    let ask = |addr, id| {
+        halab_runtime::control::query(
+            addr,
+            cluster.codec.clone(),
+            Message::RemoveMember { id },
+            Duration::from_secs(5),
+        )
+    };
+    let follower = cluster.nodes[1].0.tcp_addr;
+    let refused = ask(follower, 1).await.unwrap_err();
+    assert!(
+        format!("{refused:#}").contains("not the leader"),
+        "{refused:#}"
+    );
+
+    let leader = cluster.nodes[2].0.tcp_addr;
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        // Retried while the previous change (if any) is being acked.
+        match ask(leader, 1).await {
+            Ok(Message::ElectionStatus(status)) => break status,
+            other => assert!(Instant::now() < deadline, "{other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.membership, vec![2, 3]);
+    assert_eq!(status.quorum, 2);
+    assert_eq!(cluster.wait_converged("without node 1").await, 3);
+    let error = ask(leader, 1).await.unwrap_err();
+    assert!(format!("{error:#}").contains("not a member"), "{error:#}");
+}
