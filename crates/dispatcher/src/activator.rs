@@ -23,13 +23,17 @@ pub async fn activate_periodically(shared: Arc<Shared>, shutdown: CancellationTo
 
 /// One round: walk the due candidates best first; "status check" each, and activate the first
 /// that says "not activated". A worker that says "activated" or does not answer in time is
-/// passed over for the next best one.
+/// passed over for the next best one. A worker asked to activate holds its place towards
+/// `max_active` from then on: one that does not confirm in time keeps it (its confirmation may
+/// still come) until it confirms or is removed, and the round moves on only while a place is
+/// free. The round ends by the next one's start, so the cadence holds whatever workers do.
 async fn activate_one(shared: &Shared) {
+    let max_active = shared.config.max_active as usize;
     let candidates: Vec<(u64, mpsc::Sender<Command>)> = {
         let state = shared.state();
-        let active = state.registry.active_count();
-        if active >= shared.config.max_active as usize {
-            tracing::debug!(active, "activation round skipped: enough workers active");
+        let taken = state.registry.places_taken();
+        if taken >= max_active {
+            tracing::debug!(taken, "activation round skipped: enough workers active");
             return;
         }
         state
@@ -43,13 +47,24 @@ async fn activate_one(shared: &Shared) {
         tracing::debug!("activation round skipped: no available worker is due its share yet");
         return;
     }
-    let timeout = shared.config.reply_timeout();
+    let round_ends = Instant::now() + shared.config.activation_interval();
+    let reply_timeout = shared.config.reply_timeout();
+    let wait = || reply_timeout.min(round_ends.saturating_duration_since(Instant::now()));
     for (id, session) in candidates {
+        if Instant::now() >= round_ends {
+            tracing::info!("activation round out of time; the next one goes on");
+            return;
+        }
+        if shared.state().registry.places_taken() >= max_active {
+            return;
+        }
         let (reply, answer) = oneshot::channel();
-        if session.send(Command::StatusCheck(reply)).await.is_err() {
+        let request = shared.next_request();
+        let check = Command::StatusCheck { request, reply };
+        if session.send(check).await.is_err() {
             continue;
         }
-        match ask(answer, timeout).await {
+        match ask(answer, wait()).await {
             Some(false) => {}
             Some(true) => {
                 tracing::info!(
@@ -61,22 +76,31 @@ async fn activate_one(shared: &Shared) {
             None => {
                 tracing::warn!(
                     worker = id,
-                    "worker {id} did not answer the status check in {timeout:?}; trying the next best candidate"
+                    "worker {id} did not answer the status check in time; trying the next best candidate"
                 );
                 continue;
             }
         }
+        let request = shared.next_request();
+        if !shared.state().registry.reserve(id, request) {
+            continue; // removed meanwhile
+        }
         let (reply, answer) = oneshot::channel();
-        if session.send(Command::Activate(reply)).await.is_err() {
+        if session
+            .send(Command::Activate { request, reply })
+            .await
+            .is_err()
+        {
             continue;
         }
-        if ask(answer, timeout).await.is_some() {
+        if ask(answer, wait()).await.is_some() {
             // The session marked it active when "worker activated" arrived.
             return;
         }
         tracing::warn!(
             worker = id,
-            "worker {id} did not confirm activation in {timeout:?}; trying the next best candidate"
+            request,
+            "worker {id} did not confirm activation in time; it keeps its place until it confirms or is removed"
         );
     }
     tracing::info!(

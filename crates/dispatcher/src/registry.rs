@@ -27,11 +27,15 @@ pub struct WorkerRecord {
     pub answers_since_activation: u32,
     pub active: bool,
     pub activated_at: Option<Instant>,
+    /// An "activate" sent (this request) and not confirmed yet: the worker holds one of the
+    /// `max_active` places until it confirms or is removed, so a late confirmation never
+    /// takes the number active past the limit.
+    pub activating: Option<u64>,
 }
 
 impl WorkerRecord {
     pub fn available(&self) -> bool {
-        !self.active
+        !self.active && self.activating.is_none()
     }
 }
 
@@ -111,6 +115,26 @@ impl Registry {
         self.workers.values().filter(|w| w.active).count()
     }
 
+    /// Places taken towards `max_active`: the active workers and those asked to activate that
+    /// have not confirmed yet.
+    pub fn places_taken(&self) -> usize {
+        self.workers
+            .values()
+            .filter(|w| w.active || w.activating.is_some())
+            .count()
+    }
+
+    /// About to send "activate" (`request`) to an available worker: it takes a place now.
+    pub fn reserve(&mut self, id: WorkerId, request: u64) -> bool {
+        match self.workers.get_mut(&id) {
+            Some(w) if w.available() => {
+                w.activating = Some(request);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Answers a discovery broadcast with an id; the same (source, nonce) gets the same id.
     pub fn assign_id(&mut self, from: SocketAddr, nonce: u64, now: Instant) -> WorkerId {
         if let Some(id) = self.pending.find((from, nonce), now) {
@@ -146,6 +170,7 @@ impl Registry {
                 answers_since_activation: 0,
                 active: false,
                 activated_at: None,
+                activating: None,
             },
         );
         self.scheduler.join(id, weight);
@@ -173,14 +198,17 @@ impl Registry {
             .candidates(|id| self.workers.get(&id).is_some_and(WorkerRecord::available))
     }
 
-    /// "worker activated": the worker is active and unavailable until its last report.
-    pub fn mark_active(&mut self, id: WorkerId, now: Instant) -> bool {
+    /// "worker activated" for `request`: the worker is active and unavailable until its last
+    /// report. Only the confirmation of the activation it was reserved for counts (however
+    /// late): it already holds its place.
+    pub fn mark_active(&mut self, id: WorkerId, request: u64, now: Instant) -> bool {
         let Some(w) = self.workers.get_mut(&id) else {
             return false;
         };
-        if w.active {
+        if w.active || w.activating != Some(request) {
             return false;
         }
+        w.activating = None;
         w.active = true;
         w.activations += 1;
         w.answers_since_activation = 0;
@@ -373,11 +401,18 @@ mod tests {
         let mut r = registered(&[1], t0);
         let id = 1;
         assert_eq!(r.candidates(), vec![id]);
-        assert!(r.mark_active(id, t0));
+        assert!(!r.mark_active(id, 7, t0), "no activation was asked for");
+        assert!(r.reserve(id, 7));
+        assert!(r.candidates().is_empty(), "asked to activate: unavailable");
+        assert_eq!((r.active_count(), r.places_taken()), (0, 1));
+        assert!(!r.mark_active(id, 6, t0), "the answer to another request");
+        assert!(r.mark_active(id, 7, t0));
+        assert_eq!((r.active_count(), r.places_taken()), (1, 1));
         assert!(
-            !r.mark_active(id, t0),
+            !r.mark_active(id, 7, t0),
             "an active worker cannot be activated twice"
         );
+        assert!(!r.reserve(id, 8), "nor reserved while active");
         assert!(r.candidates().is_empty(), "an active worker is unavailable");
         for n in 1..=4 {
             let t = t0 + Duration::from_secs(n);
@@ -405,6 +440,37 @@ mod tests {
         assert_eq!(status.workers[0].last_comm_ms_ago, -1);
         assert_eq!(r.report(id, true, t5), ReportOutcome::NotActive);
         assert_eq!(r.report(99, true, t5), ReportOutcome::UnknownWorker);
+    }
+
+    /// The late confirmation of issue 7: an activation the activator gave up waiting for keeps
+    /// its place, so however many confirmations arrive late, places never exceed those handed
+    /// out while fewer than the limit were taken.
+    #[test]
+    fn late_confirmations_never_take_more_places_than_the_limit() {
+        let t0 = Instant::now();
+        let mut r = registered(&[1, 2, 3, 4], t0);
+        let max_active = 2;
+        let mut request = 0;
+        let mut reserved = Vec::new();
+        // Rounds that each time out waiting: the next candidate is asked only while a place is
+        // free.
+        for _ in 0..4 {
+            if r.places_taken() >= max_active {
+                break;
+            }
+            let id = r.candidates()[0];
+            request += 1;
+            assert!(r.reserve(id, request));
+            reserved.push((id, request));
+        }
+        assert_eq!(reserved.len(), max_active);
+        for &(id, request) in &reserved {
+            assert!(r.mark_active(id, request, t0), "late, still counted");
+        }
+        assert_eq!(r.active_count(), max_active);
+        // A removed worker's place is free again.
+        r.remove(reserved[0].0);
+        assert_eq!(r.places_taken(), max_active - 1);
     }
 
     #[test]

@@ -6,19 +6,22 @@ use std::sync::Arc;
 
 use proto::{Connection, Message, WorkerId};
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
+use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::registry::ReportOutcome;
 use crate::shared::{Command, Shared};
+
+/// How often the dispatcher heartbeats each worker (workers heartbeat every second too).
+pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub struct Session {
     id: WorkerId,
     conn: Connection,
     commands: mpsc::Receiver<Command>,
     shared: Arc<Shared>,
-    awaiting_status: Option<oneshot::Sender<bool>>,
-    awaiting_activation: Option<oneshot::Sender<()>>,
+    awaiting_status: Option<(u64, oneshot::Sender<bool>)>,
+    awaiting_activation: Option<(u64, oneshot::Sender<()>)>,
 }
 
 impl Session {
@@ -40,9 +43,18 @@ impl Session {
 
     pub async fn run(mut self, shutdown: CancellationToken) {
         let id = self.id;
+        // Heartbeats to the worker: whatever else is said, it hears from us this often, so a
+        // worker notices a dead, paused or cut-off dispatcher by its silence.
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let reason = loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
+                _ = heartbeat.tick() => {
+                    if let Err(e) = self.conn.send(0, Message::Heartbeat).await {
+                        break format!("cannot write to it ({e})");
+                    }
+                }
                 command = self.commands.recv() => match command {
                     Some(command) => {
                         if let Err(e) = self.send_command(command).await {
@@ -75,13 +87,15 @@ impl Session {
     async fn send_command(&mut self, command: Command) -> Result<(), proto::ProtoError> {
         let worker_id = self.id;
         match command {
-            Command::StatusCheck(reply) => {
-                self.awaiting_status = Some(reply);
-                self.conn.send(0, Message::StatusCheck { worker_id }).await
+            Command::StatusCheck { request, reply } => {
+                self.awaiting_status = Some((request, reply));
+                let check = Message::StatusCheck { worker_id, request };
+                self.conn.send(0, check).await
             }
-            Command::Activate(reply) => {
-                self.awaiting_activation = Some(reply);
-                self.conn.send(0, Message::Activate { worker_id }).await
+            Command::Activate { request, reply } => {
+                self.awaiting_activation = Some((request, reply));
+                let activate = Message::Activate { worker_id, request };
+                self.conn.send(0, activate).await
             }
         }
     }
@@ -92,20 +106,34 @@ impl Session {
         let now = Instant::now();
         match message {
             Message::Heartbeat => self.shared.state().registry.heard(id, now),
-            Message::Status { activated } => {
+            Message::Status { activated, request } => {
                 self.shared.state().registry.heard(id, now);
-                if let Some(reply) = self.awaiting_status.take() {
-                    let _ = reply.send(activated);
+                match self.awaiting_status.take() {
+                    Some((asked, reply)) if asked == request => {
+                        let _ = reply.send(activated);
+                    }
+                    awaiting => {
+                        // The answer to a check the activator gave up on: not this one's.
+                        tracing::debug!(worker = id, request, "late answer to a status check");
+                        self.awaiting_status = awaiting;
+                    }
                 }
             }
-            Message::WorkerActivated => {
-                // Marked here, before any report that follows it on this connection is read.
-                let marked = self.shared.state().registry.mark_active(id, now);
+            Message::WorkerActivated { request } => {
+                // Marked here, before any report that follows it on this connection is read;
+                // however late, it counts: the worker kept its place while we waited.
+                let marked = self.shared.state().registry.mark_active(id, request, now);
                 if marked {
-                    tracing::info!(worker = id, "worker {id} activated");
+                    tracing::info!(worker = id, request, "worker {id} activated");
+                } else {
+                    self.shared.state().registry.heard(id, now);
                 }
-                if let Some(reply) = self.awaiting_activation.take() {
-                    let _ = reply.send(());
+                if let Some((asked, reply)) = self.awaiting_activation.take() {
+                    if asked == request {
+                        let _ = reply.send(());
+                    } else {
+                        self.awaiting_activation = Some((asked, reply));
+                    }
                 }
             }
             Message::Report { activated } => {

@@ -2,6 +2,7 @@
 //! `.await`), each worker session's command channel, and counters of rejected input.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use halab_runtime::Rejections;
@@ -12,13 +13,21 @@ use tokio::time::Instant;
 use crate::config::DispatcherConfig;
 use crate::registry::Registry;
 
-/// What the activator asks a worker's session to do; the answer comes back on the oneshot.
+/// What the activator asks a worker's session to do, numbered so that only the worker's
+/// answer to this very request is taken; the answer comes back on the oneshot.
 #[derive(Debug)]
 pub enum Command {
     /// "status check": answers whether the worker says it is activated.
-    StatusCheck(oneshot::Sender<bool>),
-    /// "activate": answered once the worker said "worker activated".
-    Activate(oneshot::Sender<()>),
+    StatusCheck {
+        request: u64,
+        reply: oneshot::Sender<bool>,
+    },
+    /// "activate" (the worker was reserved a place for `request`): answered once the worker
+    /// said "worker activated".
+    Activate {
+        request: u64,
+        reply: oneshot::Sender<()>,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -35,6 +44,7 @@ pub struct Shared {
     started: Instant,
     /// Every frame or datagram dropped as bad, counted exactly and logged within bounds.
     pub rejections: Rejections,
+    next_request: AtomicU64,
 }
 
 /// Where this process's worker ids start: its start time in ms, shifted left 23 bits (see
@@ -57,7 +67,13 @@ impl Shared {
             codec,
             started: Instant::now(),
             rejections: Rejections::default(),
+            next_request: AtomicU64::new(1),
         }
+    }
+
+    /// A fresh number for a status check or an activation.
+    pub fn next_request(&self) -> u64 {
+        self.next_request.fetch_add(1, Ordering::Relaxed)
     }
 
     pub fn state(&self) -> MutexGuard<'_, State> {

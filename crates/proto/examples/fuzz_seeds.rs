@@ -29,10 +29,19 @@ fn samples() -> Vec<Message> {
             heartbeat_ms: 1000,
         },
         Message::Registered { worker_id: 3 },
-        Message::StatusCheck { worker_id: 3 },
-        Message::Status { activated: false },
-        Message::Activate { worker_id: 3 },
-        Message::WorkerActivated,
+        Message::StatusCheck {
+            worker_id: 3,
+            request: 8,
+        },
+        Message::Status {
+            activated: false,
+            request: 8,
+        },
+        Message::Activate {
+            worker_id: 3,
+            request: 9,
+        },
+        Message::WorkerActivated { request: 9 },
         Message::Report { activated: true },
         Message::Heartbeat,
         Message::Leaving,

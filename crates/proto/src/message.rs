@@ -47,20 +47,26 @@ pub enum Message {
     Registered {
         worker_id: WorkerId,
     },
-    /// Dispatcher → worker: "status check".
+    /// Dispatcher → worker: "status check". `request` numbers it; the answer echoes it, so an
+    /// answer that comes after the dispatcher gave up is never taken for a later one's.
     StatusCheck {
         worker_id: WorkerId,
+        request: u64,
     },
-    /// Worker → dispatcher: answer to a status check, "activated" or "not activated".
+    /// Worker → dispatcher: answer to status check `request`, "activated" or "not activated".
     Status {
         activated: bool,
+        request: u64,
     },
     /// Dispatcher → worker: "activate".
     Activate {
         worker_id: WorkerId,
+        request: u64,
     },
-    /// Worker → dispatcher: "worker activated".
-    WorkerActivated,
+    /// Worker → dispatcher: "worker activated", in answer to activation `request`.
+    WorkerActivated {
+        request: u64,
+    },
     /// Worker → dispatcher: one of the reports an active worker sends; `activated: false` means
     /// this report is the last and the worker has deactivated.
     Report {
@@ -302,7 +308,7 @@ impl Message {
             Message::StatusCheck { .. } => MessageKind::StatusCheck,
             Message::Status { .. } => MessageKind::Status,
             Message::Activate { .. } => MessageKind::Activate,
-            Message::WorkerActivated => MessageKind::WorkerActivated,
+            Message::WorkerActivated { .. } => MessageKind::WorkerActivated,
             Message::Report { .. } => MessageKind::Report,
             Message::Heartbeat => MessageKind::Heartbeat,
             Message::Leaving => MessageKind::Leaving,

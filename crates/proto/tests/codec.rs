@@ -136,10 +136,13 @@ fn arb_message() -> impl Strategy<Value = Message> {
             heartbeat_ms
         }),
         any::<u64>().prop_map(|worker_id| Message::Registered { worker_id }),
-        any::<u64>().prop_map(|worker_id| Message::StatusCheck { worker_id }),
-        any::<bool>().prop_map(|activated| Message::Status { activated }),
-        any::<u64>().prop_map(|worker_id| Message::Activate { worker_id }),
-        Just(Message::WorkerActivated),
+        (any::<u64>(), any::<u64>())
+            .prop_map(|(worker_id, request)| Message::StatusCheck { worker_id, request }),
+        (any::<bool>(), any::<u64>())
+            .prop_map(|(activated, request)| Message::Status { activated, request }),
+        (any::<u64>(), any::<u64>())
+            .prop_map(|(worker_id, request)| Message::Activate { worker_id, request }),
+        any::<u64>().prop_map(|request| Message::WorkerActivated { request }),
         any::<bool>().prop_map(|activated| Message::Report { activated }),
         Just(Message::Heartbeat),
         Just(Message::Leaving),

@@ -50,6 +50,12 @@ pub struct WorkerConfig {
     #[arg(long, env = "HALAB_HEARTBEAT_INTERVAL_MS", default_value_t = 1000)]
     pub heartbeat_interval_ms: u64,
 
+    /// A dispatcher silent this long (it heartbeats every second) is taken for dead, paused or
+    /// cut off: the worker discovers a dispatcher again. Longer than a pause the dispatcher
+    /// rides out itself (the lab pauses it 7 s), shorter than TCP's own give-up (minutes).
+    #[arg(long, env = "HALAB_DISPATCHER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub dispatcher_timeout_ms: u64,
+
     /// Where this process answers `worker status` (and Docker's healthcheck).
     #[arg(long, env = "HALAB_STATUS_ADDR", default_value = "127.0.0.1:7102")]
     pub status_addr: SocketAddr,
@@ -66,6 +72,10 @@ impl WorkerConfig {
         anyhow::ensure!(
             self.heartbeat_interval_ms > 0,
             "--heartbeat-interval-ms must be above 0"
+        );
+        anyhow::ensure!(
+            self.dispatcher_timeout_ms > 1000,
+            "--dispatcher-timeout-ms must be above the dispatcher's 1 s heartbeat"
         );
         anyhow::ensure!(
             self.discovery_backoff_ms > 0
@@ -90,6 +100,10 @@ impl WorkerConfig {
             initial: Duration::from_millis(self.discovery_backoff_ms),
             max: Duration::from_millis(self.discovery_backoff_max_ms),
         }
+    }
+
+    pub fn dispatcher_timeout(&self) -> Duration {
+        Duration::from_millis(self.dispatcher_timeout_ms)
     }
 
     pub fn heartbeat_interval(&self) -> Duration {

@@ -142,12 +142,28 @@ impl Worker {
         let mut next_report: Option<Instant> = None;
         let mut heartbeat = tokio::time::interval(self.config.heartbeat_interval());
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let timeout = self.config.dispatcher_timeout();
+        let mut heard = Instant::now();
         loop {
             let result = tokio::select! {
+                // Frames first: after this process was stopped, what the dispatcher sent
+                // meanwhile is read before its silence is judged.
+                biased;
                 _ = shutdown.cancelled() => {
                     // Tell the dispatcher now rather than make it wait for our silence.
                     let _ = conn.send(id, Message::Leaving).await;
                     return SessionEnd::Shutdown;
+                }
+                frame = conn.read_frame() => match frame {
+                    Ok(Some(frame)) => {
+                        heard = Instant::now();
+                        self.answer(id, frame, &mut conn, &mut activation, &mut next_report).await
+                    }
+                    Ok(None) => return SessionEnd::Lost("the dispatcher closed the connection".into()),
+                    Err(e) => return SessionEnd::Lost(format!("bad frame from the dispatcher ({e})")),
+                },
+                _ = tokio::time::sleep_until(heard + timeout) => {
+                    return SessionEnd::Lost(format!("nothing from the dispatcher for {} ms", timeout.as_millis()));
                 }
                 _ = heartbeat.tick() => conn.send(id, Message::Heartbeat).await,
                 _ = sleep_until(next_report), if next_report.is_some() => {
@@ -169,11 +185,6 @@ impl Worker {
                     }
                     Ok(())
                 }
-                frame = conn.read_frame() => match frame {
-                    Ok(Some(frame)) => self.answer(id, frame, &mut conn, &mut activation, &mut next_report).await,
-                    Ok(None) => return SessionEnd::Lost("the dispatcher closed the connection".into()),
-                    Err(e) => return SessionEnd::Lost(format!("bad frame from the dispatcher ({e})")),
-                },
             };
             if let Err(e) = result {
                 return SessionEnd::Lost(e.to_string());
@@ -218,16 +229,17 @@ impl Worker {
         next_report: &mut Option<Instant>,
     ) -> Result<(), proto::ProtoError> {
         match frame.message {
-            Message::StatusCheck { worker_id } if worker_id == id => {
+            Message::StatusCheck { worker_id, request } if worker_id == id => {
                 conn.send(
                     id,
                     Message::Status {
                         activated: activation.is_activated(),
+                        request,
                     },
                 )
                 .await
             }
-            Message::Activate { worker_id } if worker_id == id => {
+            Message::Activate { worker_id, request } if worker_id == id => {
                 if activation.activate() {
                     tracing::info!(worker = id, "activated");
                     *next_report = Some(Instant::now() + self.config.random_report_interval());
@@ -236,9 +248,9 @@ impl Worker {
                         s.activations += 1;
                     });
                 }
-                conn.send(id, Message::WorkerActivated).await
+                conn.send(id, Message::WorkerActivated { request }).await
             }
-            Message::StatusCheck { worker_id } | Message::Activate { worker_id } => {
+            Message::StatusCheck { worker_id, .. } | Message::Activate { worker_id, .. } => {
                 tracing::warn!(
                     worker = id,
                     addressed_to = worker_id,
@@ -246,6 +258,7 @@ impl Worker {
                 );
                 Ok(())
             }
+            Message::Heartbeat => Ok(()),
             other => {
                 tracing::warn!(worker = id, kind = ?other.kind(), "ignoring unexpected frame from the dispatcher");
                 Ok(())
