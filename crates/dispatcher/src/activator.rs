@@ -1,115 +1,135 @@
-//! The two clocks of the dispatcher: every activation interval, activate the best due worker
-//! while fewer than `max_active` are active; and remove workers that have gone silent.
+//! The two clocks of the dispatcher: every activation interval, run an activation round
+//! ([`Round`]) while places are free; and remove workers that have gone silent.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use proto::WorkerId;
+use tokio::sync::oneshot;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+use crate::round::{Action, Outcome, Round};
 use crate::shared::{Command, Shared};
 
 pub async fn activate_periodically(shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(shared.config.activation_interval());
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // Numbers every status check and activation, so answers are matched to requests.
+    let mut requests = 0;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tick.tick() => activate_one(&shared).await,
+            _ = tick.tick() => activate_one(&shared, &mut requests).await,
         }
     }
 }
 
-/// One round: walk the due candidates best first; "status check" each, and activate the first
-/// that says "not activated". A worker that says "activated" or does not answer in time is
-/// passed over for the next best one. A worker asked to activate holds its place towards
-/// `max_active` from then on: one that does not confirm in time keeps it (its confirmation may
-/// still come) until it confirms or is removed, and the round moves on only while a place is
-/// free. The round ends by the next one's start, so the cadence holds whatever workers do.
-async fn activate_one(shared: &Shared) {
-    let max_active = shared.config.max_active as usize;
-    let candidates: Vec<(u64, mpsc::Sender<Command>)> = {
+/// One round (see [`Round`]), carried out over the workers' sessions: each request is sent and
+/// its answer awaited until the round's deadline for it.
+async fn activate_one(shared: &Shared, requests: &mut u64) {
+    let config = &shared.config;
+    let max_active = config.max_active as usize;
+    let round = {
         let state = shared.state();
-        let taken = state.registry.places_taken();
-        if taken >= max_active {
-            tracing::debug!(taken, "activation round skipped: enough workers active");
-            return;
-        }
-        state
-            .registry
-            .candidates()
-            .into_iter()
-            .filter_map(|id| state.sessions.get(&id).map(|tx| (id, tx.clone())))
-            .collect()
+        Round::start(
+            &state.registry,
+            max_active,
+            Instant::now(),
+            config.activation_interval(),
+            config.reply_timeout(),
+        )
     };
-    if candidates.is_empty() {
-        tracing::debug!("activation round skipped: no available worker is due its share yet");
+    let Some(mut round) = round else {
+        tracing::debug!("activation round skipped: every place is taken or no worker is due");
         return;
-    }
-    let round_ends = Instant::now() + shared.config.activation_interval();
-    let reply_timeout = shared.config.reply_timeout();
-    let wait = || reply_timeout.min(round_ends.saturating_duration_since(Instant::now()));
-    for (id, session) in candidates {
-        if Instant::now() >= round_ends {
-            tracing::info!("activation round out of time; the next one goes on");
-            return;
-        }
-        if shared.state().registry.places_taken() >= max_active {
-            return;
-        }
-        let (reply, answer) = oneshot::channel();
-        let request = shared.next_request();
-        let check = Command::StatusCheck { request, reply };
-        if session.send(check).await.is_err() {
-            continue;
-        }
-        match ask(answer, wait()).await {
-            Some(false) => {}
-            Some(true) => {
+    };
+    loop {
+        let action = round.poll(&mut shared.state().registry, Instant::now(), requests);
+        match action {
+            Action::StatusCheck {
+                worker,
+                request,
+                until,
+            } => {
+                let (reply, answer) = oneshot::channel();
+                let check = Command::StatusCheck { request, reply };
+                match ask(shared, worker, check, answer, until).await {
+                    Answer::Given(activated) => {
+                        let mut state = shared.state();
+                        let now = Instant::now();
+                        round.on_status(
+                            &mut state.registry,
+                            now,
+                            worker,
+                            request,
+                            activated,
+                            requests,
+                        );
+                    }
+                    Answer::Lost => round.on_lost(worker),
+                    Answer::Late => {}
+                }
+            }
+            Action::Activate {
+                worker,
+                request,
+                until,
+            } => {
+                let (reply, answer) = oneshot::channel();
+                let activate = Command::Activate { request, reply };
+                match ask(shared, worker, activate, answer, until).await {
+                    // The session marked it active when "worker activated" arrived.
+                    Answer::Given(()) => round.on_activated(worker, request),
+                    Answer::Lost => round.on_lost(worker),
+                    Answer::Late => {}
+                }
+            }
+            // Answers are awaited in place: a wait means the deadline has just passed.
+            Action::Wait(_) => {}
+            Action::Done(Outcome::Activated(_) | Outcome::Full) => return,
+            Action::Done(Outcome::OutOfTime) => {
+                tracing::info!("activation round out of time; the next one goes on");
+                return;
+            }
+            Action::Done(Outcome::NoneActivated) => {
                 tracing::info!(
-                    worker = id,
-                    "worker {id} says it is already activated; trying the next best candidate"
+                    "activation round ended with no worker activated: every due candidate was busy or silent"
                 );
-                continue;
-            }
-            None => {
-                tracing::warn!(
-                    worker = id,
-                    "worker {id} did not answer the status check in time; trying the next best candidate"
-                );
-                continue;
+                return;
             }
         }
-        let request = shared.next_request();
-        if !shared.state().registry.reserve(id, request) {
-            continue; // removed meanwhile
-        }
-        let (reply, answer) = oneshot::channel();
-        if session
-            .send(Command::Activate { request, reply })
-            .await
-            .is_err()
-        {
-            continue;
-        }
-        if ask(answer, wait()).await.is_some() {
-            // The session marked it active when "worker activated" arrived.
-            return;
-        }
-        tracing::warn!(
-            worker = id,
-            request,
-            "worker {id} did not confirm activation in time; it keeps its place until it confirms or is removed"
-        );
     }
-    tracing::info!(
-        "activation round ended with no worker activated: every due candidate was busy or silent"
-    );
 }
 
-async fn ask<T>(answer: oneshot::Receiver<T>, timeout: Duration) -> Option<T> {
-    tokio::time::timeout(timeout, answer).await.ok()?.ok()
+enum Answer<T> {
+    Given(T),
+    /// No answer by the deadline.
+    Late,
+    /// The worker's session is gone.
+    Lost,
+}
+
+/// Sends `command` to `worker`'s session and awaits its answer until `until`.
+async fn ask<T>(
+    shared: &Shared,
+    worker: WorkerId,
+    command: Command,
+    answer: oneshot::Receiver<T>,
+    until: Instant,
+) -> Answer<T> {
+    let session = shared.state().sessions.get(&worker).cloned();
+    let Some(session) = session else {
+        return Answer::Lost;
+    };
+    if session.send(command).await.is_err() {
+        return Answer::Lost;
+    }
+    match tokio::time::timeout_at(until, answer).await {
+        Ok(Ok(value)) => Answer::Given(value),
+        Ok(Err(_)) => Answer::Lost,
+        Err(_) => Answer::Late,
+    }
 }
 
 /// How late a silence check may run before the dispatcher counts itself as stalled: far above

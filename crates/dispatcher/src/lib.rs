@@ -11,6 +11,7 @@ pub mod config;
 pub mod discovery;
 pub mod pending;
 pub mod registry;
+pub mod round;
 pub mod scheduler;
 pub mod server;
 pub mod session;

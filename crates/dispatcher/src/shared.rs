@@ -2,7 +2,6 @@
 //! `.await`), each worker session's command channel, and counters of rejected input.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use halab_runtime::Rejections;
@@ -44,7 +43,6 @@ pub struct Shared {
     started: Instant,
     /// Every frame or datagram dropped as bad, counted exactly and logged within bounds.
     pub rejections: Rejections,
-    next_request: AtomicU64,
 }
 
 /// Where this process's worker ids start: its start time in ms, shifted left 23 bits (see
@@ -67,13 +65,7 @@ impl Shared {
             codec,
             started: Instant::now(),
             rejections: Rejections::default(),
-            next_request: AtomicU64::new(1),
         }
-    }
-
-    /// A fresh number for a status check or an activation.
-    pub fn next_request(&self) -> u64 {
-        self.next_request.fetch_add(1, Ordering::Relaxed)
     }
 
     pub fn state(&self) -> MutexGuard<'_, State> {
