@@ -271,11 +271,11 @@ impl Sim {
 
 #[test]
 fn random_schedules_never_activate_more_than_the_limit() {
-    // HALAB_SIM_SEEDS=N runs more schedules (default 200); a failure prints its seed.
+    // HALAB_SIM_SEEDS=N runs more schedules (default 300); a failure prints its seed.
     let seeds = std::env::var("HALAB_SIM_SEEDS")
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or(200);
+        .unwrap_or(300);
     let mut activations = 0;
     for seed in 1..=seeds {
         let now = Instant::now();
