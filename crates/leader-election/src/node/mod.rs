@@ -567,33 +567,15 @@ impl Node {
         version: u64,
         out: &mut Vec<Output>,
     ) {
-        if self.is_leader(now) {
-            // Same or lower term (a higher one made us step down): answer with ourselves.
-            let seq = self.record_heartbeat(now);
-            out.push(Output::SendTo(
-                from,
-                ElectionMessage::Heartbeat {
-                    term: self.term,
-                    seq,
-                    view: self.view(),
-                },
-            ));
-            return;
-        }
-        if self.hears_leader(now) {
-            tracing::debug!(
-                candidate,
-                term,
-                "ignoring an election while the leader is alive"
-            );
-            self.ignored_election = Some(IgnoredElection {
-                pre: false,
-                at: now,
-                from,
-                candidate,
-                term,
-                version,
-            });
+        let campaign = IgnoredElection {
+            pre: false,
+            at: now,
+            from,
+            candidate,
+            term,
+            version,
+        };
+        if self.deflect(now, campaign, out) {
             return;
         }
         if term < self.term {
@@ -657,6 +639,36 @@ impl Node {
         }
     }
 
+    /// A campaign (an election or a pre-vote) that a live leadership settles: a leader answers
+    /// with a heartbeat (same or lower term: a higher one made it step down), so the candidate
+    /// follows it; a follower that hears its leader ignores it, remembering it in case its link
+    /// to the leader closes moments later. Whether it was settled so.
+    fn deflect(&mut self, now: Instant, campaign: IgnoredElection, out: &mut Vec<Output>) -> bool {
+        if self.is_leader(now) {
+            let seq = self.record_heartbeat(now);
+            out.push(Output::SendTo(
+                campaign.from,
+                ElectionMessage::Heartbeat {
+                    term: self.term,
+                    seq,
+                    view: self.view(),
+                },
+            ));
+            return true;
+        }
+        if self.hears_leader(now) {
+            tracing::debug!(
+                candidate = campaign.candidate,
+                term = campaign.term,
+                pre_vote = campaign.pre,
+                "ignoring a campaign while the leader is alive"
+            );
+            self.ignored_election = Some(campaign);
+            return true;
+        }
+        false
+    }
+
     /// Would we vote for `candidate` in `term`? Yes unless we hear a live leader (or are it),
     /// know a newer membership, or count the candidate out of ours. Nothing changes here: the
     /// candidate raises its term only once a majority said yes.
@@ -669,28 +681,15 @@ impl Node {
         version: u64,
         out: &mut Vec<Output>,
     ) {
-        if self.is_leader(now) {
-            // As for an election: tell the candidate who leads.
-            let seq = self.record_heartbeat(now);
-            out.push(Output::SendTo(
-                from,
-                ElectionMessage::Heartbeat {
-                    term: self.term,
-                    seq,
-                    view: self.view(),
-                },
-            ));
-            return;
-        }
-        if self.hears_leader(now) {
-            self.ignored_election = Some(IgnoredElection {
-                pre: true,
-                at: now,
-                from,
-                candidate,
-                term,
-                version,
-            });
+        let campaign = IgnoredElection {
+            pre: true,
+            at: now,
+            from,
+            candidate,
+            term,
+            version,
+        };
+        if self.deflect(now, campaign, out) {
             return;
         }
         let member = !self.agreed || self.membership.contains(&candidate);
