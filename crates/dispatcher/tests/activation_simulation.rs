@@ -1,9 +1,9 @@
 //! The activation protocol in virtual time: the dispatcher's table and rounds ([`Round`]) and
-//! simulated workers ([`Activation`], as the worker runs it) over ordered connections with
-//! random delays (some far past the reply timeout, so answers and confirmations come late),
-//! paused workers (frames held, then read in a burst) and removals for silence. After every
-//! step: places taken, workers marked active, and workers that believe they are active (in a
-//! live session) are each at most `max_active`.
+//! simulated workers (answering with [`Activation::answer`], as the worker does) over ordered
+//! connections with random delays (some far past the reply timeout, so answers and
+//! confirmations come late), paused workers (frames held, then read in a burst) and removals
+//! for silence. After every step: places taken, workers marked active, and workers that believe
+//! they are active (in a live session) are each at most `max_active`.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use dispatcher::registry::{Registry, ReportOutcome};
 use dispatcher::round::{Action, Round};
-use proto::WorkerId;
+use proto::{Message, WorkerId};
 use tokio::time::Instant;
-use worker::activation::Activation;
+use worker::activation::{Activation, Answer};
 
 const STEP: Duration = Duration::from_millis(10);
 const INTERVAL: Duration = Duration::from_secs(2);
@@ -22,15 +22,15 @@ const SILENCE: Duration = Duration::from_secs(5);
 const HEARTBEAT: Duration = Duration::from_secs(1);
 const REPORTS: u32 = 5;
 
-enum ToWorker {
-    StatusCheck { request: u64 },
-    Activate { request: u64 },
-}
+/// The dispatcher's orders, as sent: `StatusCheck` and `Activate`.
+type ToWorker = Message;
 
 enum ToDispatcher {
-    Status { activated: bool, request: u64 },
-    Activated { request: u64 },
-    Report { activated: bool },
+    /// The worker's own answer to an order (`Status` or `WorkerActivated`).
+    Answer(Message),
+    Report {
+        activated: bool,
+    },
     Heartbeat,
 }
 
@@ -162,7 +162,7 @@ impl Sim {
             self.registry.heard(id, now);
             match message {
                 ToDispatcher::Heartbeat => {}
-                ToDispatcher::Status { activated, request } => {
+                ToDispatcher::Answer(Message::Status { activated, request }) => {
                     if let Some(round) = self.round.as_mut() {
                         round.on_status(
                             &mut self.registry,
@@ -174,7 +174,7 @@ impl Sim {
                         );
                     }
                 }
-                ToDispatcher::Activated { request } => {
+                ToDispatcher::Answer(Message::WorkerActivated { request }) => {
                     self.registry.mark_active(id, request, now);
                     if let Some(round) = self.round.as_mut() {
                         round.on_activated(id, request);
@@ -184,6 +184,7 @@ impl Sim {
                     let outcome = self.registry.report(id, activated, now);
                     assert_ne!(outcome, ReportOutcome::UnknownWorker);
                 }
+                ToDispatcher::Answer(other) => panic!("not an answer: {other:?}"),
             }
         }
     }
@@ -195,21 +196,18 @@ impl Sim {
             .front()
             .is_some_and(|m| m.0 <= now)
         {
-            let (_, message) = self.workers[i].to_worker.pop_front().unwrap();
-            let reply = match message {
-                ToWorker::StatusCheck { request } => ToDispatcher::Status {
-                    activated: self.workers[i].activation.is_activated(),
-                    request,
-                },
-                ToWorker::Activate { request } => {
-                    if self.workers[i].activation.activate() {
-                        let first = Duration::from_millis(100 + self.random(4900));
-                        self.workers[i].next_report = Some(now + first);
-                    }
-                    ToDispatcher::Activated { request }
-                }
+            let (_, order) = self.workers[i].to_worker.pop_front().unwrap();
+            // The worker's own answering (as its lifecycle runs it).
+            let me = self.workers[i].id;
+            let Answer::Reply { reply, started } = self.workers[i].activation.answer(me, &order)
+            else {
+                panic!("worker {me} did not answer {order:?}");
             };
-            self.send_to_dispatcher(i, reply);
+            if started {
+                let first = Duration::from_millis(100 + self.random(4900));
+                self.workers[i].next_report = Some(now + first);
+            }
+            self.send_to_dispatcher(i, ToDispatcher::Answer(reply));
         }
         if now >= self.workers[i].next_heartbeat {
             self.workers[i].next_heartbeat = now + HEARTBEAT;
@@ -237,14 +235,22 @@ impl Sim {
                     worker, request, ..
                 } => {
                     if let Some(i) = self.index_of(worker) {
-                        self.send_to_worker(i, ToWorker::StatusCheck { request });
+                        let check = Message::StatusCheck {
+                            worker_id: worker,
+                            request,
+                        };
+                        self.send_to_worker(i, check);
                     }
                 }
                 Action::Activate {
                     worker, request, ..
                 } => {
                     if let Some(i) = self.index_of(worker) {
-                        self.send_to_worker(i, ToWorker::Activate { request });
+                        let activate = Message::Activate {
+                            worker_id: worker,
+                            request,
+                        };
+                        self.send_to_worker(i, activate);
                     }
                 }
                 Action::Wait(_) => return,

@@ -11,7 +11,7 @@ use proto::{Connection, Frame, FrameCodec, Message, WorkerId, discovery};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::activation::{Activation, terminates};
+use crate::activation::{Activation, Answer, terminates};
 use crate::board::Board;
 use crate::config::WorkerConfig;
 
@@ -228,19 +228,9 @@ impl Worker {
         activation: &mut Activation,
         next_report: &mut Option<Instant>,
     ) -> Result<(), proto::ProtoError> {
-        match frame.message {
-            Message::StatusCheck { worker_id, request } if worker_id == id => {
-                conn.send(
-                    id,
-                    Message::Status {
-                        activated: activation.is_activated(),
-                        request,
-                    },
-                )
-                .await
-            }
-            Message::Activate { worker_id, request } if worker_id == id => {
-                if activation.activate() {
+        match activation.answer(id, &frame.message) {
+            Answer::Reply { reply, started } => {
+                if started {
                     tracing::info!(worker = id, "activated");
                     *next_report = Some(Instant::now() + self.config.random_report_interval());
                     self.board.update(self.index, |s| {
@@ -248,19 +238,20 @@ impl Worker {
                         s.activations += 1;
                     });
                 }
-                conn.send(id, Message::WorkerActivated { request }).await
+                conn.send(id, reply).await
             }
-            Message::StatusCheck { worker_id, .. } | Message::Activate { worker_id, .. } => {
+            Answer::NotForMe(addressed_to) => {
                 tracing::warn!(
                     worker = id,
-                    addressed_to = worker_id,
+                    addressed_to,
                     "ignoring an order addressed to another worker"
                 );
                 Ok(())
             }
-            Message::Heartbeat => Ok(()),
-            other => {
-                tracing::warn!(worker = id, kind = ?other.kind(), "ignoring unexpected frame from the dispatcher");
+            // The dispatcher's heartbeat: hearing it is all it is for.
+            Answer::NotAnOrder if frame.message == Message::Heartbeat => Ok(()),
+            Answer::NotAnOrder => {
+                tracing::warn!(worker = id, kind = ?frame.message.kind(), "ignoring unexpected frame from the dispatcher");
                 Ok(())
             }
         }
