@@ -159,8 +159,9 @@ struct LeaderInfo {
     heard: Instant,
 }
 
+/// A candidate's `Election` or `PreVote`, as received at `at`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct IgnoredElection {
+struct Campaign {
     /// A pre-vote rather than an election.
     pre: bool,
     at: Instant,
@@ -220,10 +221,10 @@ pub struct Node {
     linked: Option<NodeId>,
     /// Follower: the number of the latest heartbeat heard from the leader.
     heard_seq: u64,
-    /// Follower: the latest election ignored because we still heard the leader. If our link
-    /// to it closes moments later, we answer that election then instead of making the
-    /// candidate wait out its election timeout.
-    ignored_election: Option<IgnoredElection>,
+    /// Follower: the latest campaign ignored because we still heard the leader. If our link
+    /// to it closes moments later, we answer it then instead of making the candidate wait out
+    /// its election timeout.
+    ignored_campaign: Option<Campaign>,
     started: Instant,
 }
 
@@ -255,7 +256,7 @@ impl Node {
             join_sent: None,
             linked: None,
             heard_seq: 0,
-            ignored_election: None,
+            ignored_campaign: None,
             started: now,
         }
     }
@@ -357,17 +358,18 @@ impl Node {
                 if following {
                     self.leader_lost(now, "it closed our link", &mut out);
                     let recent = self
-                        .ignored_election
+                        .ignored_campaign
                         .take()
-                        .filter(|e| now.duration_since(e.at) <= self.config.timing.election);
-                    match recent {
-                        Some(e) if e.pre => {
-                            self.on_pre_vote(now, e.from, e.candidate, e.term, e.version, &mut out)
-                        }
-                        Some(e) => {
-                            self.on_election(now, e.from, e.candidate, e.term, e.version, &mut out)
-                        }
-                        None => {}
+                        .filter(|c| now.duration_since(c.at) <= self.config.timing.election);
+                    if let Some(campaign) = recent {
+                        self.on_campaign(
+                            now,
+                            Campaign {
+                                at: now,
+                                ..campaign
+                            },
+                            &mut out,
+                        );
                     }
                 }
             }
@@ -470,11 +472,17 @@ impl Node {
             ElectionMessage::Hello { .. }
             | ElectionMessage::Join { .. }
             | ElectionMessage::Joined { .. } => {}
-            ElectionMessage::Election { term, version } => {
-                self.on_election(now, from, sender, term, version, out)
-            }
-            ElectionMessage::PreVote { term, version } => {
-                self.on_pre_vote(now, from, sender, term, version, out)
+            ElectionMessage::Election { term, version }
+            | ElectionMessage::PreVote { term, version } => {
+                let campaign = Campaign {
+                    pre: matches!(message, ElectionMessage::PreVote { .. }),
+                    at: now,
+                    from,
+                    candidate: sender,
+                    term,
+                    version,
+                };
+                self.on_campaign(now, campaign, out);
             }
             ElectionMessage::PreVoteGranted { term, candidate } => {
                 let member = self.membership.contains(&sender);
@@ -557,6 +565,26 @@ impl Node {
         }
     }
 
+    /// An election or pre-vote: settled by a live leadership if there is one (see
+    /// [`Node::deflect`]), otherwise voted on.
+    fn on_campaign(&mut self, now: Instant, campaign: Campaign, out: &mut Vec<Output>) {
+        if self.deflect(now, campaign, out) {
+            return;
+        }
+        let Campaign {
+            from,
+            candidate,
+            term,
+            version,
+            ..
+        } = campaign;
+        if campaign.pre {
+            self.on_pre_vote(from, candidate, term, version, out);
+        } else {
+            self.on_election(now, from, candidate, term, version, out);
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn on_election(
         &mut self,
@@ -567,17 +595,6 @@ impl Node {
         version: u64,
         out: &mut Vec<Output>,
     ) {
-        let campaign = IgnoredElection {
-            pre: false,
-            at: now,
-            from,
-            candidate,
-            term,
-            version,
-        };
-        if self.deflect(now, campaign, out) {
-            return;
-        }
         if term < self.term {
             return;
         }
@@ -643,7 +660,7 @@ impl Node {
     /// with a heartbeat (same or lower term: a higher one made it step down), so the candidate
     /// follows it; a follower that hears its leader ignores it, remembering it in case its link
     /// to the leader closes moments later. Whether it was settled so.
-    fn deflect(&mut self, now: Instant, campaign: IgnoredElection, out: &mut Vec<Output>) -> bool {
+    fn deflect(&mut self, now: Instant, campaign: Campaign, out: &mut Vec<Output>) -> bool {
         if self.is_leader(now) {
             let seq = self.record_heartbeat(now);
             out.push(Output::SendTo(
@@ -663,35 +680,23 @@ impl Node {
                 pre_vote = campaign.pre,
                 "ignoring a campaign while the leader is alive"
             );
-            self.ignored_election = Some(campaign);
+            self.ignored_campaign = Some(campaign);
             return true;
         }
         false
     }
 
-    /// Would we vote for `candidate` in `term`? Yes unless we hear a live leader (or are it),
-    /// know a newer membership, or count the candidate out of ours. Nothing changes here: the
-    /// candidate raises its term only once a majority said yes.
+    /// Would we vote for `candidate` in `term`? (No leader is heard: see [`Node::on_campaign`].)
+    /// Yes unless we know a newer membership or count the candidate out of ours. Nothing
+    /// changes here: the candidate raises its term only once a majority said yes.
     fn on_pre_vote(
-        &mut self,
-        now: Instant,
+        &self,
         from: SocketAddr,
         candidate: NodeId,
         term: u64,
         version: u64,
         out: &mut Vec<Output>,
     ) {
-        let campaign = IgnoredElection {
-            pre: true,
-            at: now,
-            from,
-            candidate,
-            term,
-            version,
-        };
-        if self.deflect(now, campaign, out) {
-            return;
-        }
         let member = !self.agreed || self.membership.contains(&candidate);
         if term > self.term && version >= self.version && member {
             out.push(Output::SendTo(
