@@ -23,7 +23,9 @@ fn bincode_config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<LARGEST_CLAIM>()
 }
 
-fn decode_payload(payload: &[u8]) -> Result<(Message, usize), bincode::error::DecodeError> {
+fn decode_payload<T: serde::de::DeserializeOwned>(
+    payload: &[u8],
+) -> Result<(T, usize), bincode::error::DecodeError> {
     use bincode::config::standard;
     use bincode::serde::decode_from_slice;
     match payload.len().saturating_mul(CLAIM_FACTOR) {
@@ -32,6 +34,22 @@ fn decode_payload(payload: &[u8]) -> Result<(Message, usize), bincode::error::De
         0x10_0001..=0x100_0000 => decode_from_slice(payload, standard().with_limit::<0x100_0000>()),
         _ => decode_from_slice(payload, bincode_config()),
     }
+}
+
+/// Encodes any protocol value (a log entry, a snapshot part) as the payload of a frame would
+/// be, for daemons that store them: the encoding stays behind proto, like the frames'.
+pub fn encode_value<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, ProtoError> {
+    bincode::serde::encode_to_vec(value, bincode_config())
+        .map_err(|e| ProtoError::Encode(e.to_string()))
+}
+
+/// Decodes what [`encode_value`] made; the whole input must be one value.
+pub fn decode_value<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ProtoError> {
+    let (value, used) = decode_payload(bytes).map_err(|e| ProtoError::Payload(e.to_string()))?;
+    if used != bytes.len() {
+        return Err(ProtoError::TrailingBytes(bytes.len() - used));
+    }
+    Ok(value)
 }
 
 /// Encodes and decodes [`Frame`]s. Clone one per connection: once [`crate::Connection`]'s
@@ -171,7 +189,7 @@ impl FrameCodec {
         let (header, payload) = read_body(body, self.key.as_ref(), binding)?;
         // Refuse unknown kinds before looking at the payload at all.
         let kind = MessageKind::from_u8(header.kind).ok_or(ProtoError::UnknownKind(header.kind))?;
-        let (message, used) =
+        let (message, used): (Message, usize) =
             decode_payload(payload).map_err(|e| ProtoError::Payload(e.to_string()))?;
         if used != payload.len() {
             return Err(ProtoError::TrailingBytes(payload.len() - used));

@@ -11,9 +11,10 @@ pub mod discovery;
 mod error;
 mod frame;
 mod message;
+mod store;
 pub mod udp;
 
-pub use codec::{DEFAULT_MAX_FRAME_LEN, FrameCodec};
+pub use codec::{DEFAULT_MAX_FRAME_LEN, FrameCodec, decode_value, encode_value};
 pub use connection::{Connection, HANDSHAKE_TIMEOUT};
 pub use error::ProtoError;
 pub use frame::{ClusterKey, HEADER_LEN, MAGIC, PROTOCOL_VERSION, Stamp, TAG_LEN};
@@ -21,4 +22,7 @@ pub use message::{
     Colour, DispatcherStatus, ElectionMessage, ElectionNodeStatus, Frame, LeaderView, Leadership,
     MemberStatus, Message, MessageKind, NodeId, Nonce, WorkerId, WorkerProcessStatus, WorkerRow,
     WorkerTaskStatus,
+};
+pub use store::{
+    ClientSession, Entry, Op, Primaryship, Reply, StoreMessage, StoreNodeId, StoreNodeStatus, Write,
 };

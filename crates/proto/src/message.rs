@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::store::{StoreMessage, StoreNodeStatus};
+
 /// A worker's id, assigned by the dispatcher when it answers the worker's discovery broadcast.
 pub type WorkerId = u64;
 
@@ -107,6 +109,9 @@ pub enum Message {
     RemoveMember {
         id: NodeId,
     },
+    /// The replicated store (`primary-standby`): client requests and replies, replication.
+    Store(StoreMessage),
+    StoreStatus(StoreNodeStatus),
 }
 
 /// A TCP connection's random nonce (see [`Message::Handshake`]).
@@ -267,10 +272,12 @@ pub enum MessageKind {
     Handshake = 18,
     StatusPage = 19,
     RemoveMember = 20,
+    Store = 21,
+    StoreStatus = 22,
 }
 
 impl MessageKind {
-    pub const ALL: [MessageKind; 20] = [
+    pub const ALL: [MessageKind; 22] = [
         MessageKind::Discover,
         MessageKind::Welcome,
         MessageKind::Register,
@@ -291,6 +298,8 @@ impl MessageKind {
         MessageKind::Handshake,
         MessageKind::StatusPage,
         MessageKind::RemoveMember,
+        MessageKind::Store,
+        MessageKind::StoreStatus,
     ];
 
     pub fn from_u8(byte: u8) -> Option<MessageKind> {
@@ -321,6 +330,8 @@ impl Message {
             Message::Handshake { .. } => MessageKind::Handshake,
             Message::StatusPage { .. } => MessageKind::StatusPage,
             Message::RemoveMember { .. } => MessageKind::RemoveMember,
+            Message::Store(_) => MessageKind::Store,
+            Message::StoreStatus(_) => MessageKind::StoreStatus,
         }
     }
 }

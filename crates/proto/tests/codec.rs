@@ -3,6 +3,7 @@
 
 use bytes::{BufMut, BytesMut};
 use proptest::prelude::*;
+use proto::{ClientSession, Entry, Op, Primaryship, Reply, StoreMessage, StoreNodeStatus, Write};
 use proto::{
     ClusterKey, Colour, DispatcherStatus, ElectionMessage, ElectionNodeStatus, Frame, FrameCodec,
     HEADER_LEN, LeaderView, Leadership, MemberStatus, Message, MessageKind, PROTOCOL_VERSION,
@@ -118,6 +119,103 @@ fn arb_election() -> impl Strategy<Value = ElectionMessage> {
     ]
 }
 
+fn arb_write() -> impl Strategy<Value = Write> {
+    prop_oneof![
+        (".{0,20}", ".{0,40}").prop_map(|(key, value)| Write::Set { key, value }),
+        ".{0,20}".prop_map(|key| Write::Delete { key }),
+        prop::collection::vec((".{0,10}", ".{0,10}"), 0..5)
+            .prop_map(|pairs| Write::Update { pairs }),
+    ]
+}
+
+fn arb_reply() -> impl Strategy<Value = Reply> {
+    prop_oneof![
+        prop::option::of(".{0,20}").prop_map(Reply::Value),
+        any::<u64>().prop_map(|seq| Reply::Written { seq }),
+        (
+            any::<u64>(),
+            prop::collection::vec((".{0,10}", ".{0,10}"), 0..5)
+        )
+            .prop_map(|(seq, pairs)| Reply::State { seq, pairs }),
+        (prop::option::of(any::<u64>()), prop::option::of(".{0,20}"))
+            .prop_map(|(primary, addr)| Reply::Redirect { primary, addr }),
+        ".{0,30}".prop_map(|reason| Reply::Unavailable { reason }),
+        ".{0,30}".prop_map(|reason| Reply::Invalid { reason }),
+        Just(Reply::Killed),
+    ]
+}
+
+fn arb_store() -> impl Strategy<Value = StoreMessage> {
+    let op = prop_oneof![
+        (".{0,20}", any::<bool>()).prop_map(|(key, stale)| Op::Get { key, stale }),
+        arb_write().prop_map(Op::Write),
+        Just(Op::State),
+        ".{0,20}".prop_map(|token| Op::Kill { token }),
+    ];
+    let entry = (
+        any::<u64>(),
+        any::<u64>(),
+        any::<u64>(),
+        any::<u64>(),
+        arb_write(),
+    )
+        .prop_map(|(seq, epoch, client, request, write)| Entry {
+            seq,
+            epoch,
+            client,
+            request,
+            write,
+        });
+    prop_oneof![
+        (any::<u64>(), any::<u64>(), op).prop_map(|(client, request, op)| StoreMessage::Request {
+            client,
+            request,
+            op
+        }),
+        (any::<u64>(), arb_reply())
+            .prop_map(|(request, reply)| StoreMessage::Reply { request, reply }),
+        (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+            |(epoch, node, last_seq, last_epoch)| StoreMessage::Join {
+                epoch,
+                node,
+                last_seq,
+                last_epoch
+            }
+        ),
+        (
+            any::<u64>(),
+            prop::collection::vec(entry, 0..4),
+            any::<u64>()
+        )
+            .prop_map(|(epoch, entries, commit)| StoreMessage::Append {
+                epoch,
+                entries,
+                commit
+            }),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            prop::collection::vec((".{0,10}", ".{0,10}"), 0..5),
+            any::<bool>()
+        )
+            .prop_map(|(epoch, seq, pairs, done)| StoreMessage::Snapshot {
+                epoch,
+                seq,
+                seq_epoch: epoch,
+                pairs,
+                sessions: vec![ClientSession {
+                    client: seq,
+                    request: epoch,
+                    seq
+                }],
+                done
+            }),
+        (any::<u64>(), any::<u64>())
+            .prop_map(|(epoch, last_seq)| StoreMessage::Appended { epoch, last_seq }),
+        any::<u64>().prop_map(|epoch| StoreMessage::Fenced { epoch }),
+    ]
+}
+
 fn arb_message() -> impl Strategy<Value = Message> {
     prop_oneof![
         any::<u64>().prop_map(|nonce| Message::Discover { nonce }),
@@ -176,6 +274,37 @@ fn arb_message() -> impl Strategy<Value = Message> {
             .prop_map(|workers| Message::WorkerStatus(WorkerProcessStatus { workers })),
         ".{0,100}".prop_map(|reason| Message::Rejected { reason }),
         arb_election().prop_map(Message::Election),
+        arb_store().prop_map(Message::Store),
+        (
+            any::<u64>(),
+            "[a-z]{0,9}",
+            any::<u64>(),
+            prop::option::of(any::<u64>())
+        )
+            .prop_map(|(id, role, epoch, until_ms)| Message::StoreStatus(
+                StoreNodeStatus {
+                    id,
+                    role,
+                    epoch,
+                    primary: Some(id),
+                    primary_addr: Some("store1:7300".into()),
+                    in_sync: vec![epoch],
+                    last_seq: epoch,
+                    commit_seq: id,
+                    lag: 0,
+                    lease_ms_left: 150,
+                    witness: "ok".into(),
+                    alerts: vec!["replication link to 2 down".into()],
+                    primaryships: vec![Primaryship {
+                        epoch,
+                        from_ms: id,
+                        until_ms
+                    }],
+                    keys: 3,
+                    auth_failures: 0,
+                    bad_frames: 1,
+                }
+            )),
         (
             any::<u64>(),
             "[a-z]{0,9}",

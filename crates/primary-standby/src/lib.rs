@@ -1,0 +1,10 @@
+//! halab's replicated key-value store (seeds 001 and 003).
+//!
+//! One binary, roles decided at run time: the first node to claim the witness is primary, the
+//! others are standbys. The rules (roles, epochs, the in-sync set, leases, catch-up) live in
+//! the sans-IO [`node`]; [`daemon`] carries them out over sockets, the data dir ([`wal`]) and
+//! the shared witness ([`witness`]).
+
+pub mod limits;
+pub mod store;
+pub mod wal;
