@@ -344,7 +344,7 @@ mod tests {
         // Rejected { reason } whose length claims 32 MiB (varint 252 + u32): below the largest
         // limit, far above what a 6-byte payload may claim.
         let payload = [14u8, 252, 0, 0, 0, 2];
-        let err = decode_payload(&payload).unwrap_err();
+        let err = decode_payload::<Message>(&payload).unwrap_err();
         assert!(
             matches!(err, bincode::error::DecodeError::LimitExceeded),
             "the claim must hit the limit before anything is read or allocated: {err:?}"
