@@ -352,7 +352,7 @@ mod tests {
         // A claim a 64 KiB limit allows but the bytes do not hold fails as missing bytes.
         let payload = [14u8, 251, 0, 4];
         assert!(!matches!(
-            decode_payload(&payload).unwrap_err(),
+            decode_payload::<Message>(&payload).unwrap_err(),
             bincode::error::DecodeError::LimitExceeded
         ));
     }
