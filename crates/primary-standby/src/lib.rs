@@ -6,5 +6,7 @@
 //! the shared witness ([`witness`]).
 
 pub mod limits;
+pub mod node;
 pub mod store;
 pub mod wal;
+pub mod witness;

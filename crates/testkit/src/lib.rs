@@ -1,7 +1,9 @@
 //! Test harness shared by halab's crates: what an attacker on the lab network could do with
 //! traffic it captured. [`TcpRecorder`] sits between a real client and a daemon and keeps the
 //! bytes each connection sent; [`UdpRecorder`] keeps the datagrams sent to it; [`replay_tcp`]
-//! and [`replay_udp`] send them again unchanged.
+//! and [`replay_udp`] send them again unchanged. [`sim`] holds what seeded simulations share.
+
+pub mod sim;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

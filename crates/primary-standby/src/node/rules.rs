@@ -1,0 +1,216 @@
+//! The decisions of the store, as pure functions of what a node knows: whether a standby may
+//! promote, how far the primary may acknowledge, how a standby catches up, when a primary may
+//! start to serve. Everything else in `node` carries these out.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use proto::StoreNodeId;
+
+use crate::witness::WitnessState;
+
+/// The timers the rules use (milliseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// The primary sends a keep-alive to each standby after this long without a frame.
+    pub keepalive_ms: u64,
+    /// A peer silent for this long is gone: a standby looks at the witness, a primary drops
+    /// the standby from the in-sync set.
+    pub peer_timeout_ms: u64,
+    /// A primary acknowledges and serves reads only until this long after its last visit to
+    /// the witness began.
+    pub lease_ms: u64,
+    /// Added to the lease before anyone counts it as over: room for clock-rate differences and
+    /// for the time between a visit's start and its slot reaching the disk.
+    pub lease_margin_ms: u64,
+    /// Every node visits the witness this often.
+    pub visit_ms: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            keepalive_ms: 50,
+            peer_timeout_ms: 200,
+            lease_ms: 120,
+            lease_margin_ms: 40,
+            visit_ms: 30,
+        }
+    }
+}
+
+/// What a standby that lost its primary does, given the witness.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Promotion {
+    /// The primary's slot is fresh: only the link is down. Stay, alert, keep redirecting.
+    PrimaryAlive { primary: StoreNodeId, age_ms: u64 },
+    /// The primary dropped this node from the in-sync set: it may lack acknowledged writes.
+    NotInSync,
+    /// Promote: the witness state to create (the next epoch, this node primary, nobody in sync
+    /// until the others have caught up with it).
+    Promote(WitnessState),
+}
+
+/// The rule of seed 003, made safe: a standby that lost its primary promotes only if the
+/// witness shows the primary silent past its lease and a margin, and only if the witness
+/// counts this standby in sync.
+pub fn promotion(
+    me: StoreNodeId,
+    addrs: (&str, &str),
+    state: &WitnessState,
+    slots: &BTreeMap<StoreNodeId, u64>,
+    now_ms: u64,
+    timing: &Timing,
+) -> Promotion {
+    let age_ms = slots
+        .get(&state.primary)
+        .map_or(u64::MAX, |slot| now_ms.saturating_sub(*slot));
+    if age_ms <= timing.lease_ms + timing.lease_margin_ms {
+        return Promotion::PrimaryAlive {
+            primary: state.primary,
+            age_ms,
+        };
+    }
+    if !state.in_sync.contains(&me) {
+        return Promotion::NotInSync;
+    }
+    Promotion::Promote(WitnessState {
+        version: state.version + 1,
+        epoch: state.epoch + 1,
+        primary: me,
+        primary_addr: addrs.0.to_string(),
+        primary_link: addrs.1.to_string(),
+        in_sync: Vec::new(),
+    })
+}
+
+/// When a node that just became primary may serve: once any lease the previous primary could
+/// still hold has run out. `previous_slot` is that primary's slot as read *after* the change
+/// (a renewal it made before the change is there to see; one after it found the new epoch).
+pub fn serve_from(previous_slot: Option<u64>, now_ms: u64, timing: &Timing) -> u64 {
+    previous_slot.map_or(now_ms, |slot| {
+        (slot + timing.lease_ms + timing.lease_margin_ms).max(now_ms)
+    })
+}
+
+/// How far the primary may acknowledge: what is durable on itself and acknowledged by every
+/// standby it counts (those of the witness's in-sync set, and one being added).
+pub fn commit_point(
+    durable: u64,
+    counted: &BTreeSet<StoreNodeId>,
+    acked: &BTreeMap<StoreNodeId, u64>,
+) -> u64 {
+    counted
+        .iter()
+        .map(|s| acked.get(s).copied().unwrap_or(0))
+        .fold(durable, u64::min)
+}
+
+/// How a joining standby whose log ends at (`last_seq`, `last_epoch`) catches up from a primary
+/// whose in-memory log holds entries `base+1 ..= last` (and knows the epoch of each, and of
+/// `base`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatchUp {
+    /// Send the entries after `from` (the standby's log is a prefix of the primary's).
+    Entries { from: u64 },
+    /// Send the whole state, then the entries after it: the standby is too far behind, or its
+    /// log went another way (entries of an epoch whose primary lost them).
+    Snapshot,
+}
+
+pub fn catch_up(
+    last_seq: u64,
+    last_epoch: u64,
+    epoch_at: impl Fn(u64) -> Option<u64>,
+) -> CatchUp {
+    match epoch_at(last_seq) {
+        Some(epoch) if epoch == last_epoch => CatchUp::Entries { from: last_seq },
+        _ => CatchUp::Snapshot,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(primary: StoreNodeId, in_sync: &[StoreNodeId]) -> WitnessState {
+        WitnessState {
+            version: 5,
+            epoch: 3,
+            primary,
+            primary_addr: "p:1".into(),
+            primary_link: "p:2".into(),
+            in_sync: in_sync.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_standby_promotes_only_in_sync_and_after_the_lease_and_margin() {
+        let t = Timing::default();
+        let dead_after = t.lease_ms + t.lease_margin_ms;
+        let slots = BTreeMap::from([(1, 1_000)]);
+        let addrs = ("me:1", "me:2");
+        let s = state(1, &[2, 3]);
+        assert_eq!(
+            promotion(2, addrs, &s, &slots, 1_000 + dead_after, &t),
+            Promotion::PrimaryAlive {
+                primary: 1,
+                age_ms: dead_after
+            }
+        );
+        let Promotion::Promote(next) = promotion(2, addrs, &s, &slots, 1_001 + dead_after, &t)
+        else {
+            panic!("a primary silent past lease + margin is replaced");
+        };
+        assert_eq!((next.epoch, next.primary, next.version), (4, 2, 6));
+        assert!(next.in_sync.is_empty());
+        assert_eq!(next.primary_addr, "me:1");
+        // Out of sync: never, however dead the primary (and while it lives, the link is down).
+        assert_eq!(
+            promotion(4, addrs, &s, &slots, u64::MAX / 2, &t),
+            Promotion::NotInSync
+        );
+        assert!(matches!(
+            promotion(4, addrs, &s, &slots, 1_000, &t),
+            Promotion::PrimaryAlive { .. }
+        ));
+        // No slot at all: the primary never visited; it is not alive.
+        assert!(matches!(
+            promotion(2, addrs, &s, &BTreeMap::new(), 5, &t),
+            Promotion::Promote(_)
+        ));
+    }
+
+    #[test]
+    fn a_new_primary_waits_out_the_previous_lease() {
+        let t = Timing::default();
+        assert_eq!(serve_from(None, 500, &t), 500);
+        assert_eq!(
+            serve_from(Some(1_000), 1_010, &t),
+            1_000 + t.lease_ms + t.lease_margin_ms
+        );
+        assert_eq!(serve_from(Some(1_000), 9_999, &t), 9_999);
+    }
+
+    #[test]
+    fn the_commit_point_waits_for_every_counted_standby() {
+        let acked = BTreeMap::from([(2, 10), (3, 7)]);
+        assert_eq!(commit_point(12, &BTreeSet::new(), &acked), 12);
+        assert_eq!(commit_point(12, &BTreeSet::from([2]), &acked), 10);
+        assert_eq!(commit_point(12, &BTreeSet::from([2, 3]), &acked), 7);
+        assert_eq!(commit_point(5, &BTreeSet::from([2, 3]), &acked), 5);
+        // A counted standby that never answered holds everything back.
+        assert_eq!(commit_point(12, &BTreeSet::from([4]), &acked), 0);
+    }
+
+    #[test]
+    fn a_standby_catches_up_from_entries_only_when_its_last_entry_matches() {
+        let epochs = |seq: u64| (10..=20).contains(&seq).then_some(if seq < 15 { 1 } else { 2 });
+        assert_eq!(catch_up(12, 1, epochs), CatchUp::Entries { from: 12 });
+        assert_eq!(catch_up(20, 2, epochs), CatchUp::Entries { from: 20 });
+        // Same position, another epoch: it holds entries the primary never had.
+        assert_eq!(catch_up(16, 1, epochs), CatchUp::Snapshot);
+        // Behind what the primary keeps, or ahead of its log.
+        assert_eq!(catch_up(3, 1, epochs), CatchUp::Snapshot);
+        assert_eq!(catch_up(25, 2, epochs), CatchUp::Snapshot);
+    }
+}

@@ -1,0 +1,153 @@
+//! Seeded simulations of the store (see `sim`): named fault scenarios, then random schedules of
+//! crashes, restarts, pauses, partitions and cut links. Every failure prints its seed;
+//! `HALAB_SIM_SCHEDULES=N` runs N random schedules (default 200), `HALAB_SIM_SEED=S` one.
+
+mod sim;
+
+use primary_standby::node::Role;
+use sim::{Health, Sim};
+
+fn primary(sim: &Sim) -> u64 {
+    let serving = sim.serving();
+    assert_eq!(serving.len(), 1, "{}", sim.describe());
+    serving[0]
+}
+
+#[test]
+fn the_first_node_to_claim_is_primary_and_writes_replicate() {
+    let mut sim = Sim::new(3, 3, 1);
+    sim.run(2_000);
+    let p = primary(&sim);
+    assert!(sim.acked.len() > 100, "{} writes acked", sim.acked.len());
+    let roles: Vec<Role> = sim
+        .nodes
+        .values()
+        .map(|n| n.node.as_ref().unwrap().role())
+        .collect();
+    assert_eq!(roles.iter().filter(|r| **r == Role::Standby).count(), 2);
+    let status = sim.nodes[&p].node.as_ref().unwrap().status();
+    assert_eq!(status.in_sync.len(), 2, "both standbys caught up: {status:?}");
+    sim.check_final();
+}
+
+#[test]
+fn a_killed_primary_is_replaced_by_an_in_sync_standby_and_rejoins_as_standby() {
+    for seed in 1..=20 {
+        let mut sim = Sim::new(3, 3, seed);
+        sim.run(1_500);
+        let old = primary(&sim);
+        let before = sim.acked.len();
+        sim.kill(old);
+        sim.run(1_500);
+        let new = primary(&sim);
+        assert_ne!(new, old);
+        assert!(sim.acked.len() > before, "writes go on (seed {seed})");
+        sim.start(old);
+        sim.run(1_500);
+        assert_eq!(primary(&sim), new);
+        let status = sim.nodes[&old].node.as_ref().unwrap().status();
+        assert_eq!(status.role, "standby", "{status:?}");
+        assert!(sim.nodes[&new].node.as_ref().unwrap().status().in_sync.contains(&old));
+        sim.check_final();
+    }
+}
+
+#[test]
+fn a_paused_primary_is_replaced_and_never_serves_after_it_resumes() {
+    for seed in 1..=20 {
+        let mut sim = Sim::new(3, 3, seed);
+        sim.run(1_500);
+        let old = primary(&sim);
+        sim.pause(old);
+        sim.run(3_000);
+        let new = primary(&sim);
+        assert_ne!(new, old);
+        sim.resume(old);
+        // The step-by-step check proves it never served alongside the new primary.
+        sim.run(1_500);
+        assert_eq!(primary(&sim), new);
+        assert_eq!(sim.health(old), Health::Up);
+        sim.check_final();
+    }
+}
+
+#[test]
+fn a_cut_replication_link_promotes_nobody_and_writes_go_on() {
+    for seed in 1..=20 {
+        let mut sim = Sim::new(3, 3, seed);
+        sim.run(1_500);
+        let p = primary(&sim);
+        let standby = if p == 1 { 2 } else { 1 };
+        sim.cut_link(p, standby);
+        let before = sim.acked.len();
+        sim.run(3_000);
+        assert_eq!(primary(&sim), p, "no promotion (seed {seed})");
+        assert!(sim.acked.len() > before + 100, "writes go on (seed {seed})");
+        let status = sim.nodes[&standby].node.as_ref().unwrap().status();
+        assert!(
+            status.alerts.iter().any(|a| a.contains("replication link")),
+            "{status:?}"
+        );
+        assert!(!sim.nodes[&p].node.as_ref().unwrap().status().in_sync.contains(&standby));
+        sim.heal();
+        sim.run(1_500);
+        assert!(sim.nodes[&p].node.as_ref().unwrap().status().in_sync.contains(&standby));
+        sim.check_final();
+    }
+}
+
+/// One random schedule: faults for a while, then everything healed and checked.
+fn random_schedule(seed: u64) {
+    let mut sim = Sim::new(3, 3, seed);
+    sim.run(1_000);
+    for _ in 0..12 {
+        let node = 1 + sim.rng.below(3);
+        let fault = sim.rng.below(8);
+        if std::env::var("HALAB_SIM_TRACE").is_ok() {
+            eprintln!("{} ms: fault {fault} on node {node}\n{}", sim.now, sim.describe());
+        }
+        match fault {
+            0 | 1 => sim.kill(node),
+            2 => {
+                if sim.health(node) == Health::Down {
+                    sim.start(node);
+                }
+            }
+            3 => sim.pause(node),
+            4 => sim.resume(node),
+            5 => sim.isolate(node),
+            6 => {
+                let other = 1 + (node + sim.rng.below(2)) % 3;
+                sim.cut_link(node, other);
+            }
+            _ => sim.heal(),
+        }
+        let pause = sim.rng.between(50, 700);
+        sim.run(pause);
+    }
+    sim.heal();
+    for node in 1..=3 {
+        match sim.health(node) {
+            Health::Down => sim.start(node),
+            Health::Paused => sim.resume(node),
+            Health::Up => {}
+        }
+    }
+    sim.run(3_000);
+    sim.check_final();
+}
+
+#[test]
+fn random_schedules_of_faults_lose_no_acknowledged_write() {
+    if let Ok(seed) = std::env::var("HALAB_SIM_SEED") {
+        random_schedule(seed.parse().expect("HALAB_SIM_SEED is a number"));
+        return;
+    }
+    let schedules: u64 = std::env::var("HALAB_SIM_SCHEDULES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(200);
+    for seed in 1..=schedules {
+        random_schedule(seed);
+    }
+}
