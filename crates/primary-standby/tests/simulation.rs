@@ -26,7 +26,11 @@ fn the_first_node_to_claim_is_primary_and_writes_replicate() {
         .collect();
     assert_eq!(roles.iter().filter(|r| **r == Role::Standby).count(), 2);
     let status = sim.nodes[&p].node.as_ref().unwrap().status();
-    assert_eq!(status.in_sync.len(), 2, "both standbys caught up: {status:?}");
+    assert_eq!(
+        status.in_sync.len(),
+        2,
+        "both standbys caught up: {status:?}"
+    );
     sim.check_final();
 }
 
@@ -47,7 +51,15 @@ fn a_killed_primary_is_replaced_by_an_in_sync_standby_and_rejoins_as_standby() {
         assert_eq!(primary(&sim), new);
         let status = sim.nodes[&old].node.as_ref().unwrap().status();
         assert_eq!(status.role, "standby", "{status:?}");
-        assert!(sim.nodes[&new].node.as_ref().unwrap().status().in_sync.contains(&old));
+        assert!(
+            sim.nodes[&new]
+                .node
+                .as_ref()
+                .unwrap()
+                .status()
+                .in_sync
+                .contains(&old)
+        );
         sim.check_final();
     }
 }
@@ -71,6 +83,36 @@ fn a_paused_primary_is_replaced_and_never_serves_after_it_resumes() {
     }
 }
 
+/// The race the previous primary's slot is read again for: it resumes and renews its lease
+/// after a standby decided to promote but before its change reached the witness.
+#[test]
+fn a_primary_resumed_while_a_standby_promotes_never_serves_alongside_it() {
+    for seed in 1..=40 {
+        let mut sim = Sim::new(3, 3, seed);
+        sim.run(1_500);
+        let old = primary(&sim);
+        sim.pause(old);
+        let candidate = loop {
+            let candidate = sim.nodes.iter().find_map(|(id, n)| {
+                let role = n.node.as_ref().map(|n| n.role());
+                (role == Some(Role::Candidate)).then_some(*id)
+            });
+            if let Some(candidate) = candidate {
+                break candidate;
+            }
+            sim.step();
+            assert!(
+                sim.now < 1_010_000,
+                "no standby ever promotes (seed {seed})"
+            );
+        };
+        sim.slow_visits_of(candidate, 30);
+        sim.resume(old);
+        sim.run(2_000);
+        sim.check_final();
+    }
+}
+
 #[test]
 fn a_cut_replication_link_promotes_nobody_and_writes_go_on() {
     for seed in 1..=20 {
@@ -88,10 +130,26 @@ fn a_cut_replication_link_promotes_nobody_and_writes_go_on() {
             status.alerts.iter().any(|a| a.contains("replication link")),
             "{status:?}"
         );
-        assert!(!sim.nodes[&p].node.as_ref().unwrap().status().in_sync.contains(&standby));
+        assert!(
+            !sim.nodes[&p]
+                .node
+                .as_ref()
+                .unwrap()
+                .status()
+                .in_sync
+                .contains(&standby)
+        );
         sim.heal();
         sim.run(1_500);
-        assert!(sim.nodes[&p].node.as_ref().unwrap().status().in_sync.contains(&standby));
+        assert!(
+            sim.nodes[&p]
+                .node
+                .as_ref()
+                .unwrap()
+                .status()
+                .in_sync
+                .contains(&standby)
+        );
         sim.check_final();
     }
 }
@@ -104,7 +162,11 @@ fn random_schedule(seed: u64) {
         let node = 1 + sim.rng.below(3);
         let fault = sim.rng.below(8);
         if std::env::var("HALAB_SIM_TRACE").is_ok() {
-            eprintln!("{} ms: fault {fault} on node {node}\n{}", sim.now, sim.describe());
+            eprintln!(
+                "{} ms: fault {fault} on node {node}\n{}",
+                sim.now,
+                sim.describe()
+            );
         }
         match fault {
             0 | 1 => sim.kill(node),

@@ -89,8 +89,9 @@ impl<T> Schedule<T> {
 
     /// Removes (and returns) the items `f` picks, whenever they were due.
     pub fn take_if(&mut self, mut f: impl FnMut(&T) -> bool) -> Vec<T> {
-        let (taken, kept): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.queue).into_iter().partition(|(_, _, item)| f(item));
+        let (taken, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.queue)
+            .into_iter()
+            .partition(|(_, _, item)| f(item));
         self.queue = kept;
         taken.into_iter().map(|(_, _, item)| item).collect()
     }

@@ -58,12 +58,24 @@ pub enum Input {
     /// A witness visit finished (Err: the witness could not be read or written).
     Visited(Result<Visit, String>),
     /// The local log is durable through this entry.
-    Persisted { through: u64 },
+    Persisted {
+        through: u64,
+    },
     /// A client's request; `token` identifies where the reply goes.
-    Client { token: u64, client: u64, request: u64, op: Op },
+    Client {
+        token: u64,
+        client: u64,
+        request: u64,
+        op: Op,
+    },
     /// A standby's replication link to this node (the primary) carried a frame.
-    FromStandby { node: StoreNodeId, message: StoreMessage },
-    StandbyClosed { node: StoreNodeId },
+    FromStandby {
+        node: StoreNodeId,
+        message: StoreMessage,
+    },
+    StandbyClosed {
+        node: StoreNodeId,
+    },
     /// This standby's link to its primary is up (it should say `Join`), carried a frame, closed.
     PrimaryConnected,
     FromPrimary(StoreMessage),
@@ -72,16 +84,27 @@ pub enum Input {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
-    Reply { token: u64, reply: Reply },
+    Reply {
+        token: u64,
+        reply: Reply,
+    },
     /// Append these entries to the log; `Persisted` comes back when they are durable.
     Persist(Vec<Entry>),
     /// Replace the data dir's contents with this state (a snapshot from the primary).
     InstallSnapshot(Store),
-    ToStandby { node: StoreNodeId, message: StoreMessage },
+    ToStandby {
+        node: StoreNodeId,
+        message: StoreMessage,
+    },
     /// Close a standby's link (it was fenced or dropped).
-    CloseStandby { node: StoreNodeId },
+    CloseStandby {
+        node: StoreNodeId,
+    },
     /// Keep a replication link to this primary (the daemon reconnects until told otherwise).
-    Follow { primary: StoreNodeId, link: String },
+    Follow {
+        primary: StoreNodeId,
+        link: String,
+    },
     ToPrimary(StoreMessage),
     /// Visit the witness now, making this change if it is still against the latest version.
     Visit(Option<Change>),
@@ -135,10 +158,7 @@ impl Node {
         let log_base = store.applied();
         let log_base_epoch = store.applied_epoch();
         let durable = recovered.entries.last().map_or(log_base, |e| e.seq);
-        let epoch = recovered
-            .entries
-            .last()
-            .map_or(log_base_epoch, |e| e.epoch);
+        let epoch = recovered.entries.last().map_or(log_base_epoch, |e| e.epoch);
         Node {
             cfg,
             role: Role::Starting,
@@ -290,8 +310,7 @@ impl Node {
             Purpose::Drop(node) if visit.changed == Some(true) => self.dropped(node, out),
             _ => {}
         }
-        if state.epoch > self.epoch || (state.epoch == self.epoch && state.primary != self.cfg.id)
-        {
+        if state.epoch > self.epoch || (state.epoch == self.epoch && state.primary != self.cfg.id) {
             if self.role == Role::Primary {
                 self.step_down(&state, out);
             }
@@ -469,7 +488,10 @@ impl Node {
                 .unwrap_or_default(),
             last_seq: self.last_seq(),
             commit_seq: self.commit,
-            lag: self.standby.primary_commit.saturating_sub(self.store.applied()),
+            lag: self
+                .standby
+                .primary_commit
+                .saturating_sub(self.store.applied()),
             lease_ms_left: if self.role == Role::Primary {
                 self.primary.lease_until_ms.saturating_sub(self.now_ms)
             } else {

@@ -117,11 +117,7 @@ pub enum CatchUp {
     Snapshot,
 }
 
-pub fn catch_up(
-    last_seq: u64,
-    last_epoch: u64,
-    epoch_at: impl Fn(u64) -> Option<u64>,
-) -> CatchUp {
+pub fn catch_up(last_seq: u64, last_epoch: u64, epoch_at: impl Fn(u64) -> Option<u64>) -> CatchUp {
     match epoch_at(last_seq) {
         Some(epoch) if epoch == last_epoch => CatchUp::Entries { from: last_seq },
         _ => CatchUp::Snapshot,
@@ -204,7 +200,11 @@ mod tests {
 
     #[test]
     fn a_standby_catches_up_from_entries_only_when_its_last_entry_matches() {
-        let epochs = |seq: u64| (10..=20).contains(&seq).then_some(if seq < 15 { 1 } else { 2 });
+        let epochs = |seq: u64| {
+            (10..=20)
+                .contains(&seq)
+                .then_some(if seq < 15 { 1 } else { 2 })
+        };
         assert_eq!(catch_up(12, 1, epochs), CatchUp::Entries { from: 12 });
         assert_eq!(catch_up(20, 2, epochs), CatchUp::Entries { from: 20 });
         // Same position, another epoch: it holds entries the primary never had.

@@ -159,7 +159,9 @@ impl Node {
         }
         if let Some(epoch) = message.epoch() {
             if epoch < self.epoch {
-                out.push(Output::ToPrimary(StoreMessage::Fenced { epoch: self.epoch }));
+                out.push(Output::ToPrimary(StoreMessage::Fenced {
+                    epoch: self.epoch,
+                }));
                 return;
             }
             self.epoch = epoch;
@@ -226,7 +228,11 @@ impl Node {
         out: &mut Vec<Output>,
     ) {
         let pairs = std::mem::take(&mut self.standby.snapshot);
-        tracing::info!(seq, keys = pairs.len(), "replacing this node's state with the primary's");
+        tracing::info!(
+            seq,
+            keys = pairs.len(),
+            "replacing this node's state with the primary's"
+        );
         self.store = Store::from_snapshot(seq, seq_epoch, pairs, sessions);
         self.log.clear();
         self.log_base = seq;

@@ -158,7 +158,10 @@ fn config(id: StoreNodeId) -> NodeConfig {
 }
 
 fn key_of(client: u64, request: u64) -> (String, String) {
-    (format!("k{client}-{request}"), format!("v{client}-{request}"))
+    (
+        format!("k{client}-{request}"),
+        format!("v{client}-{request}"),
+    )
 }
 
 impl Sim {
@@ -284,6 +287,16 @@ impl Sim {
         }
     }
 
+    /// Holds up the visits to the witness `node` has under way by `ms` (a slow volume).
+    pub fn slow_visits_of(&mut self, node: StoreNodeId, ms: u64) {
+        let visits = self
+            .events
+            .take_if(|e| matches!(e, Event::Visit { node: n, .. } if *n == node));
+        for visit in visits {
+            self.events.push(self.now + ms, visit);
+        }
+    }
+
     pub fn health(&self, id: StoreNodeId) -> Health {
         self.nodes[&id].health
     }
@@ -372,7 +385,14 @@ impl Sim {
                 }
             }
             Output::Visit(change) => {
-                let at = self.now + self.rng.between(0, 2);
+                // Now and then the shared volume is slow.
+                let slow = self.rng.chance(10);
+                let at = self.now
+                    + if slow {
+                        self.rng.between(5, 40)
+                    } else {
+                        self.rng.between(0, 2)
+                    };
                 self.events.push(
                     at,
                     Event::Visit {
@@ -471,7 +491,13 @@ impl Sim {
     fn visit_witness(&mut self, id: StoreNodeId, change: Option<Change>) -> Visit {
         let now = self.now;
         self.witness.slots.insert(id, now);
-        let latest = self.witness.versions.keys().next_back().copied().unwrap_or(0);
+        let latest = self
+            .witness
+            .versions
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(0);
         let changed = change.map(|change| {
             let made = change.expected == latest;
             if made {
@@ -508,11 +534,9 @@ impl Sim {
                 }
                 match self.nodes[&to].health {
                     Health::Down => {}
-                    Health::Paused => self.events.push(self.now + STEP_MS, Event::Input {
-                        to,
-                        life,
-                        input,
-                    }),
+                    Health::Paused => self
+                        .events
+                        .push(self.now + STEP_MS, Event::Input { to, life, input }),
                     Health::Up => self.feed(to, input),
                 }
             }
@@ -522,19 +546,20 @@ impl Sim {
                 }
                 match self.nodes[&node].health {
                     Health::Down => {}
-                    Health::Paused => self.events.push(self.now + STEP_MS, Event::Visit {
-                        node,
-                        life,
-                        change,
-                    }),
+                    Health::Paused => self
+                        .events
+                        .push(self.now + STEP_MS, Event::Visit { node, life, change }),
                     Health::Up => {
                         let visit = self.visit_witness(node, change);
                         let at = self.now + self.rng.between(0, 2);
-                        self.events.push(at, Event::Input {
-                            to: node,
-                            life,
-                            input: Input::Visited(Ok(visit)),
-                        });
+                        self.events.push(
+                            at,
+                            Event::Input {
+                                to: node,
+                                life,
+                                input: Input::Visited(Ok(visit)),
+                            },
+                        );
                     }
                 }
             }
@@ -553,29 +578,38 @@ impl Sim {
                 {
                     // Refused or timed out: the daemon tries again.
                     let at = self.now + RECONNECT_MS;
-                    self.events.push(at, Event::Connect {
-                        standby,
-                        life,
-                        primary,
-                    });
+                    self.events.push(
+                        at,
+                        Event::Connect {
+                            standby,
+                            life,
+                            primary,
+                        },
+                    );
                     return;
                 }
                 let id = self.next_link;
                 self.next_link += 1;
-                self.links.insert(id, Link {
-                    standby,
-                    primary,
-                    lives: (life, target.life),
-                    up: VecDeque::new(),
-                    down: VecDeque::new(),
-                    accepted: false,
-                });
+                self.links.insert(
+                    id,
+                    Link {
+                        standby,
+                        primary,
+                        lives: (life, target.life),
+                        up: VecDeque::new(),
+                        down: VecDeque::new(),
+                        accepted: false,
+                    },
+                );
                 let at = self.now + self.delay();
-                self.events.push(at, Event::Input {
-                    to: standby,
-                    life,
-                    input: Input::PrimaryConnected,
-                });
+                self.events.push(
+                    at,
+                    Event::Input {
+                        to: standby,
+                        life,
+                        input: Input::PrimaryConnected,
+                    },
+                );
             }
             Event::Request {
                 to,
@@ -586,20 +620,26 @@ impl Sim {
             } => {
                 if self.nodes[&to].health == Health::Up {
                     let client_id = self.clients[client].id;
-                    self.feed(to, Input::Client {
-                        token,
-                        client: client_id,
-                        request,
-                        op,
-                    });
-                } else if self.nodes[&to].health == Health::Paused {
-                    self.events.push(self.now + STEP_MS, Event::Request {
+                    self.feed(
                         to,
-                        client,
-                        token,
-                        request,
-                        op,
-                    });
+                        Input::Client {
+                            token,
+                            client: client_id,
+                            request,
+                            op,
+                        },
+                    );
+                } else if self.nodes[&to].health == Health::Paused {
+                    self.events.push(
+                        self.now + STEP_MS,
+                        Event::Request {
+                            to,
+                            client,
+                            token,
+                            request,
+                            op,
+                        },
+                    );
                 }
             }
             Event::Reply { token, reply } => self.client_reply(token, reply),
@@ -666,13 +706,16 @@ impl Sim {
         c.outstanding = Some((token, self.now, to));
         c.retry_at = None;
         let at = self.now + self.rng.between(1, 3);
-        self.events.push(at, Event::Request {
-            to,
-            client: index,
-            token,
-            request,
-            op: Op::Write(Write::Set { key, value }),
-        });
+        self.events.push(
+            at,
+            Event::Request {
+                to,
+                client: index,
+                token,
+                request,
+                op: Op::Write(Write::Set { key, value }),
+            },
+        );
     }
 
     fn client_reply(&mut self, token: u64, reply: Reply) {
