@@ -239,10 +239,10 @@ impl Node {
                 request,
                 op,
             } => self.client(token, client, request, op, &mut out),
-            Input::FromStandby { node, message } => self.from_standby(node, message, &mut out),
+            Input::FromStandby { node, message } => self.on_standby_frame(node, message, &mut out),
             Input::StandbyClosed { node } => self.standby_closed(node, &mut out),
             Input::PrimaryConnected => self.primary_connected(&mut out),
-            Input::FromPrimary(message) => self.from_primary(message, &mut out),
+            Input::FromPrimary(message) => self.on_primary_frame(message, &mut out),
             Input::PrimaryClosed => self.primary_closed(&mut out),
         }
         self.record_lease_end();

@@ -320,7 +320,7 @@ impl Node {
         }
     }
 
-    pub(super) fn from_standby(
+    pub(super) fn on_standby_frame(
         &mut self,
         node: StoreNodeId,
         message: StoreMessage,

@@ -153,7 +153,7 @@ impl Node {
         }
     }
 
-    pub(super) fn from_primary(&mut self, message: StoreMessage, out: &mut Vec<Output>) {
+    pub(super) fn on_primary_frame(&mut self, message: StoreMessage, out: &mut Vec<Output>) {
         if self.role == Role::Primary {
             return;
         }
