@@ -652,8 +652,7 @@ impl Sim {
         let ids: Vec<u64> = self.links.keys().copied().collect();
         for id in ids {
             for upward in [true, false] {
-                loop {
-                    let Some(l) = self.links.get(&id) else { break };
+                while let Some(l) = self.links.get(&id) {
                     let (from, to, to_life) = if upward {
                         (l.standby, l.primary, l.lives.1)
                     } else {
