@@ -5,7 +5,11 @@
 //! the sans-IO [`node`]; [`daemon`] carries them out over sockets, the data dir ([`wal`]) and
 //! the shared witness ([`witness`]).
 
+pub mod client;
+pub mod config;
+pub mod daemon;
 pub mod limits;
+pub mod load;
 pub mod node;
 pub mod store;
 pub mod wal;

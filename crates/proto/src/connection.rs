@@ -94,4 +94,14 @@ impl Connection {
     pub async fn send(&mut self, sender: u64, message: Message) -> Result<(), ProtoError> {
         self.write_frame(&Frame::new(sender, message)).await
     }
+
+    /// Queues a frame without flushing it: a burst of frames then goes out with one
+    /// [`Connection::flush`] (one write instead of one per frame).
+    pub async fn queue(&mut self, sender: u64, message: Message) -> Result<(), ProtoError> {
+        self.framed.feed(&Frame::new(sender, message)).await
+    }
+
+    pub async fn flush(&mut self) -> Result<(), ProtoError> {
+        SinkExt::<&Frame>::flush(&mut self.framed).await
+    }
 }

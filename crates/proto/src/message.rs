@@ -111,7 +111,8 @@ pub enum Message {
     },
     /// The replicated store (`primary-standby`): client requests and replies, replication.
     Store(StoreMessage),
-    StoreStatus(StoreNodeStatus),
+    /// Boxed: the largest status would otherwise make every `Message` that large.
+    StoreStatus(Box<StoreNodeStatus>),
 }
 
 /// A TCP connection's random nonce (see [`Message::Handshake`]).

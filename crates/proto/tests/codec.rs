@@ -281,7 +281,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
             any::<u64>(),
             prop::option::of(any::<u64>())
         )
-            .prop_map(|(id, role, epoch, until_ms)| Message::StoreStatus(
+            .prop_map(|(id, role, epoch, until_ms)| Message::StoreStatus(Box::new(
                 StoreNodeStatus {
                     id,
                     role,
@@ -304,7 +304,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
                     auth_failures: 0,
                     bad_frames: 1,
                 }
-            )),
+            ))),
         (
             any::<u64>(),
             "[a-z]{0,9}",

@@ -1,0 +1,233 @@
+//! The store's client library: finds the primary from any node, follows redirects, and retries
+//! a write through a failover with the same request id, so that it is applied once.
+//!
+//! A `Client` is one session: its writes are numbered upwards and sent one at a time (the
+//! store remembers each client's last write to answer a retry of it). Run several clients for
+//! concurrency.
+
+use std::time::Duration;
+
+use proto::{Connection, FrameCodec, Message, Op, Reply, StoreMessage, StoreNodeStatus, Write};
+use tokio::time::Instant;
+
+/// How long a call keeps trying (through a failover) before it gives up.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(5);
+/// How long one try waits for its answer.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1000);
+/// The pause before trying again after "unavailable" or a failed connection.
+const RETRY_PAUSE: Duration = Duration::from_millis(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The store refused the request; retrying will not help.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// No answer before the deadline. A write may or may not have been applied (retrying it
+    /// with the same client and request id would apply it at most once).
+    #[error("no answer within {deadline:?} (last: {last})")]
+    Unknown { deadline: Duration, last: String },
+}
+
+#[derive(Debug)]
+pub struct Client {
+    nodes: Vec<String>,
+    codec: FrameCodec,
+    id: u64,
+    next_request: u64,
+    conn: Option<(String, Connection)>,
+    primary: Option<String>,
+    next_node: usize,
+    pub deadline: Duration,
+}
+
+impl Client {
+    /// A client of the store whose nodes answer at `nodes` (host:port, any of them).
+    pub fn new(nodes: Vec<String>, codec: FrameCodec) -> Client {
+        Client {
+            nodes,
+            codec,
+            id: rand::random::<u64>() >> 1,
+            next_request: 1,
+            conn: None,
+            primary: None,
+            next_node: 0,
+            deadline: DEFAULT_DEADLINE,
+        }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The next request id this client will use.
+    pub fn next_request(&self) -> u64 {
+        self.next_request
+    }
+
+    pub async fn get(&mut self, key: &str) -> Result<Option<String>, ClientError> {
+        let op = Op::Get {
+            key: key.to_string(),
+            stale: false,
+        };
+        match self.call(op, 0).await? {
+            Reply::Value(value) => Ok(value),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn set(&mut self, key: &str, value: &str) -> Result<u64, ClientError> {
+        self.write(Write::Set {
+            key: key.into(),
+            value: value.into(),
+        })
+        .await
+    }
+
+    pub async fn delete(&mut self, key: &str) -> Result<u64, ClientError> {
+        self.write(Write::Delete { key: key.into() }).await
+    }
+
+    pub async fn update(&mut self, pairs: Vec<(String, String)>) -> Result<u64, ClientError> {
+        self.write(Write::Update { pairs }).await
+    }
+
+    /// A write, numbered and retried until it is acknowledged (its sequence number) or the
+    /// deadline passes.
+    pub async fn write(&mut self, write: Write) -> Result<u64, ClientError> {
+        let request = self.next_request;
+        self.next_request += 1;
+        match self.call(Op::Write(write), request).await? {
+            Reply::Written { seq } => Ok(seq),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Sends `op` to the primary, following redirects and retrying until the deadline.
+    async fn call(&mut self, op: Op, request: u64) -> Result<Reply, ClientError> {
+        let give_up = Instant::now() + self.deadline;
+        let mut last = String::from("no try yet");
+        while Instant::now() < give_up {
+            let target = self.target();
+            match self.try_once(&target, &op, request).await {
+                Ok(Reply::Redirect {
+                    addr: Some(addr), ..
+                }) => {
+                    if addr == target {
+                        last = format!("{target} redirects to itself");
+                        tokio::time::sleep(RETRY_PAUSE).await;
+                    }
+                    self.primary = Some(addr);
+                    continue;
+                }
+                Ok(Reply::Redirect { addr: None, .. }) => {
+                    last = format!("{target} knows no primary");
+                    self.primary = None;
+                }
+                Ok(Reply::Unavailable { reason }) => last = format!("{target}: {reason}"),
+                Ok(Reply::Invalid { reason }) => return Err(ClientError::Refused(reason)),
+                Ok(reply) => return Ok(reply),
+                Err(e) => {
+                    last = format!("{target}: {e}");
+                    self.conn = None;
+                    self.primary = None;
+                }
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+        Err(ClientError::Unknown {
+            deadline: self.deadline,
+            last,
+        })
+    }
+
+    /// The primary if known, else the next node in turn.
+    fn target(&mut self) -> String {
+        if let Some(primary) = &self.primary {
+            return primary.clone();
+        }
+        let node = self.nodes[self.next_node % self.nodes.len()].clone();
+        self.next_node += 1;
+        node
+    }
+
+    async fn try_once(&mut self, target: &str, op: &Op, request: u64) -> anyhow::Result<Reply> {
+        if self.conn.as_ref().is_none_or(|(addr, _)| addr != target) {
+            self.conn = None;
+            let conn = connect(target, self.codec.clone()).await?;
+            self.conn = Some((target.to_string(), conn));
+        }
+        let (_, conn) = self.conn.as_mut().expect("connected above");
+        let message = Message::Store(StoreMessage::Request {
+            client: self.id,
+            request,
+            op: op.clone(),
+        });
+        exchange(conn, message, request).await
+    }
+
+    /// Asks one node, without redirects: its own state (`Op::State`), a stale read, `kill`.
+    pub async fn ask(&self, node: &str, op: Op) -> anyhow::Result<Reply> {
+        let mut conn = connect(node, self.codec.clone()).await?;
+        let message = Message::Store(StoreMessage::Request {
+            client: self.id,
+            request: 0,
+            op,
+        });
+        exchange(&mut conn, message, 0).await
+    }
+
+    /// The status of the node at `node`.
+    pub async fn status(&self, node: &str) -> anyhow::Result<StoreNodeStatus> {
+        let mut conn = connect(node, self.codec.clone()).await?;
+        conn.send(0, Message::StatusRequest).await?;
+        match tokio::time::timeout(ATTEMPT_TIMEOUT, conn.read_frame()).await {
+            Ok(Ok(Some(frame))) => match frame.message {
+                Message::StoreStatus(status) => Ok(*status),
+                other => anyhow::bail!("{node} answered {:?}: not a store node", other.kind()),
+            },
+            Ok(Ok(None)) => anyhow::bail!("{node} closed the connection"),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => anyhow::bail!("{node} did not answer within {ATTEMPT_TIMEOUT:?}"),
+        }
+    }
+
+    pub fn nodes(&self) -> &[String] {
+        &self.nodes
+    }
+}
+
+async fn exchange(conn: &mut Connection, message: Message, request: u64) -> anyhow::Result<Reply> {
+    conn.send(0, message).await?;
+    loop {
+        let frame = tokio::time::timeout(ATTEMPT_TIMEOUT, conn.read_frame())
+            .await
+            .map_err(|_| anyhow::anyhow!("no answer within {ATTEMPT_TIMEOUT:?}"))??;
+        match frame.map(|f| f.message) {
+            Some(Message::Store(StoreMessage::Reply { request: r, reply })) if r == request => {
+                return Ok(reply);
+            }
+            // An answer to an earlier try on this connection: not this one's.
+            Some(Message::Store(StoreMessage::Reply { .. })) => continue,
+            Some(Message::Rejected { reason }) => anyhow::bail!("rejected: {reason}"),
+            Some(other) => anyhow::bail!("unexpected answer {:?}", other.kind()),
+            None => anyhow::bail!("the node closed the connection"),
+        }
+    }
+}
+
+/// Resolves `addr` (host:port) and connects, handshake included, within [`ATTEMPT_TIMEOUT`].
+pub(crate) async fn connect(addr: &str, codec: FrameCodec) -> anyhow::Result<Connection> {
+    let target = tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot resolve {addr}: {e}"))?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("{addr} resolves to no address"))?;
+    let conn = tokio::time::timeout(ATTEMPT_TIMEOUT, Connection::connect(target, codec))
+        .await
+        .map_err(|_| anyhow::anyhow!("no connection to {addr} within {ATTEMPT_TIMEOUT:?}"))??;
+    Ok(conn)
+}
+
+fn unexpected(reply: Reply) -> ClientError {
+    ClientError::Refused(format!("unexpected answer: {reply:?}"))
+}

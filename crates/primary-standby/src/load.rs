@@ -1,0 +1,169 @@
+//! `primary-standby load`: clients writing unique keys at a steady rate through a fault, then
+//! reading every key back. What the chaos scenarios and `scripts/bench-store` measure with.
+
+use std::time::Duration;
+
+use proto::FrameCodec;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::client::{Client, ClientError};
+use crate::witness::wall_ms;
+
+#[derive(Debug, Clone)]
+pub struct LoadPlan {
+    pub nodes: Vec<String>,
+    pub clients: usize,
+    /// Writes per second over all clients (0: as fast as they go).
+    pub rate: u64,
+    pub duration: Duration,
+    /// Prefix of every key, unique per run.
+    pub prefix: String,
+    /// Read every key back at the end (lost / unknown_applied); off for throughput runs.
+    pub verify: bool,
+}
+
+/// What one run saw.
+#[derive(Debug, Serialize)]
+pub struct LoadReport {
+    pub acked: u64,
+    /// Acknowledged writes whose value was not read back: must be 0.
+    pub lost: u64,
+    pub lost_keys: Vec<String>,
+    /// Writes with no answer before the client's deadline: maybe applied, maybe not.
+    pub unknown: u64,
+    /// Of those, how many were found applied when read back.
+    pub unknown_applied: u64,
+    pub refused: u64,
+    /// The longest time without an acknowledgement (wall-clock ms), and when it was.
+    pub max_gap_ms: u64,
+    pub gap_from_ms: u64,
+    pub gap_until_ms: u64,
+    pub ops_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub clients: usize,
+    pub duration_ms: u64,
+}
+
+struct Outcome {
+    key: String,
+    value: String,
+    done_ms: u64,
+    latency: Duration,
+    result: Result<u64, ClientError>,
+}
+
+pub async fn run(plan: LoadPlan, codec: FrameCodec) -> anyhow::Result<LoadReport> {
+    let started = Instant::now();
+    let until = started + plan.duration;
+    let mut tasks = Vec::new();
+    for index in 0..plan.clients {
+        let plan = plan.clone();
+        let codec = codec.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut client = Client::new(plan.nodes.clone(), codec);
+            let interval = (plan.rate > 0)
+                .then(|| Duration::from_secs_f64(plan.clients as f64 / plan.rate as f64));
+            // Spread the clients' first writes over one interval.
+            let mut next = started
+                + interval.map_or(Duration::ZERO, |i| i * index as u32 / plan.clients as u32);
+            let mut outcomes = Vec::new();
+            let mut n = 0u64;
+            while Instant::now() < until {
+                if let Some(interval) = interval {
+                    tokio::time::sleep_until(next).await;
+                    next += interval;
+                }
+                n += 1;
+                let key = format!("{}-{index}-{n}", plan.prefix);
+                let value = format!("v{n}-{}", client.id());
+                let begin = Instant::now();
+                let result = client.set(&key, &value).await;
+                outcomes.push(Outcome {
+                    key,
+                    value,
+                    done_ms: wall_ms(),
+                    latency: begin.elapsed(),
+                    result,
+                });
+            }
+            outcomes
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.extend(task.await?);
+    }
+    let elapsed = started.elapsed();
+    let mut reader = Client::new(plan.nodes.clone(), codec);
+    reader.deadline = Duration::from_secs(20);
+    let mut report = LoadReport {
+        acked: 0,
+        lost: 0,
+        lost_keys: Vec::new(),
+        unknown: 0,
+        unknown_applied: 0,
+        refused: 0,
+        max_gap_ms: 0,
+        gap_from_ms: 0,
+        gap_until_ms: 0,
+        ops_per_s: 0.0,
+        p50_ms: 0.0,
+        p99_ms: 0.0,
+        max_ms: 0.0,
+        clients: plan.clients,
+        duration_ms: elapsed.as_millis() as u64,
+    };
+    let mut acks = Vec::new();
+    let mut latencies = Vec::new();
+    for outcome in &outcomes {
+        let present = if plan.verify {
+            reader.get(&outcome.key).await?.as_deref() == Some(outcome.value.as_str())
+        } else {
+            true
+        };
+        match &outcome.result {
+            Ok(_) => {
+                report.acked += 1;
+                acks.push(outcome.done_ms);
+                latencies.push(outcome.latency.as_secs_f64() * 1000.0);
+                if !present {
+                    report.lost += 1;
+                    if report.lost_keys.len() < 10 {
+                        report.lost_keys.push(outcome.key.clone());
+                    }
+                }
+            }
+            Err(ClientError::Unknown { .. }) => {
+                report.unknown += 1;
+                report.unknown_applied += u64::from(present);
+            }
+            Err(ClientError::Refused(reason)) => {
+                report.refused += 1;
+                tracing::warn!(key = %outcome.key, %reason, "write refused");
+            }
+        }
+    }
+    acks.sort_unstable();
+    for pair in acks.windows(2) {
+        if pair[1] - pair[0] > report.max_gap_ms {
+            report.max_gap_ms = pair[1] - pair[0];
+            report.gap_from_ms = pair[0];
+            report.gap_until_ms = pair[1];
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    let pick = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    report.p50_ms = pick(0.50);
+    report.p99_ms = pick(0.99);
+    report.max_ms = latencies.last().copied().unwrap_or(0.0);
+    report.ops_per_s = report.acked as f64 / elapsed.as_secs_f64();
+    Ok(report)
+}

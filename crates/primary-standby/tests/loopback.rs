@@ -1,0 +1,333 @@
+//! Store daemons over loopback sockets, each with its own data dir and one shared witness dir:
+//! replication before acknowledgement, failover when the primary stops, retries applied once,
+//! restarts that lose nothing, and bad input refused and counted.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use primary_standby::client::{Client, ClientError};
+use primary_standby::config::StoreConfig;
+use primary_standby::daemon::{self, Daemon};
+use primary_standby::load::{self, LoadPlan};
+use proto::{ClusterKey, Connection, FrameCodec, Message, Op, Reply, StoreMessage, Write};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+struct Opts {
+    #[command(flatten)]
+    config: StoreConfig,
+}
+
+struct Node {
+    id: u64,
+    addr: String,
+    link_port: u16,
+    data: PathBuf,
+    stop: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+struct Cluster {
+    _dir: tempfile::TempDir,
+    witness: PathBuf,
+    nodes: Vec<Node>,
+    codec: FrameCodec,
+}
+
+impl Cluster {
+    async fn start(n: u64, codec: FrameCodec) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let witness = dir.path().join("witness");
+        let mut nodes = Vec::new();
+        for id in 1..=n {
+            let port = testkit::free_port();
+            nodes.push(Node {
+                id,
+                addr: format!("127.0.0.1:{port}"),
+                link_port: testkit::free_port(),
+                data: dir.path().join(format!("data{id}")),
+                stop: CancellationToken::new(),
+                task: None,
+            });
+        }
+        let mut cluster = Cluster {
+            _dir: dir,
+            witness,
+            nodes,
+            codec,
+        };
+        for index in 0..cluster.nodes.len() {
+            cluster.run(index).await;
+        }
+        cluster
+    }
+
+    async fn run(&mut self, index: usize) {
+        let node = &mut self.nodes[index];
+        let config = config(node, &self.witness);
+        node.stop = CancellationToken::new();
+        let daemon: Daemon = daemon::start(config, self.codec.clone(), node.stop.clone())
+            .await
+            .expect("the node starts");
+        node.task = Some(tokio::spawn(daemon.join()));
+    }
+
+    /// Stops a node the way a crash looks from outside: its sockets close.
+    async fn stop(&mut self, index: usize) {
+        let node = &mut self.nodes[index];
+        node.stop.cancel();
+        if let Some(task) = node.task.take() {
+            task.await.unwrap();
+        }
+    }
+
+    fn addrs(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.addr.clone()).collect()
+    }
+
+    fn client(&self) -> Client {
+        Client::new(self.addrs(), self.codec.clone())
+    }
+
+    /// Waits until one node is primary with `in_sync` standbys; returns its index.
+    async fn primary_with(&self, in_sync: usize) -> usize {
+        let client = self.client();
+        for _ in 0..500 {
+            for (index, node) in self.nodes.iter().enumerate() {
+                if node.task.is_none() {
+                    continue;
+                }
+                if let Ok(status) = client.status(&node.addr).await {
+                    if status.role == "primary" && status.in_sync.len() == in_sync {
+                        return index;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("no primary with {in_sync} standbys in sync within 10 s");
+    }
+}
+
+fn config(node: &Node, witness: &Path) -> StoreConfig {
+    let port = node.addr.rsplit(':').next().unwrap();
+    Opts::parse_from([
+        "test".to_string(),
+        format!("--id={}", node.id),
+        format!("--data-dir={}", node.data.display()),
+        format!("--witness-dir={}", witness.display()),
+        format!("--listen=127.0.0.1:{port}"),
+        format!("--link-listen=127.0.0.1:{}", node.link_port),
+        format!("--advertise={}", node.addr),
+        format!("--advertise-link=127.0.0.1:{}", node.link_port),
+        "--admin-token=secret".to_string(),
+    ])
+    .config
+}
+
+#[tokio::test]
+async fn a_write_is_on_every_in_sync_standby_when_it_is_acknowledged() {
+    let cluster = Cluster::start(3, FrameCodec::default()).await;
+    let primary = cluster.primary_with(2).await;
+    let mut client = cluster.client();
+    let checker = cluster.client();
+    for i in 0..50 {
+        let seq = client.set(&format!("k{i}"), "v").await.unwrap();
+        for (index, node) in cluster.nodes.iter().enumerate() {
+            if index == primary {
+                continue;
+            }
+            let status = checker.status(&node.addr).await.unwrap();
+            assert!(
+                status.last_seq >= seq,
+                "entry {seq} acknowledged but standby {} holds only {}",
+                node.id,
+                status.last_seq
+            );
+        }
+    }
+    // Every node's own map catches up with the primary's.
+    for node in &cluster.nodes {
+        let mut keys = 0;
+        for _ in 0..100 {
+            if let Reply::State { pairs, .. } = checker.ask(&node.addr, Op::State).await.unwrap() {
+                keys = pairs.len();
+            }
+            if keys == 50 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(keys, 50, "node {}'s map", node.id);
+    }
+}
+
+#[tokio::test]
+async fn a_stopped_primary_is_replaced_and_no_acknowledged_write_is_lost() {
+    let mut cluster = Cluster::start(3, FrameCodec::default()).await;
+    let primary = cluster.primary_with(2).await;
+    let plan = LoadPlan {
+        nodes: cluster.addrs(),
+        clients: 4,
+        rate: 400,
+        duration: Duration::from_secs(3),
+        prefix: "failover".into(),
+        verify: true,
+    };
+    let load = tokio::spawn(load::run(plan, cluster.codec.clone()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cluster.stop(primary).await;
+    let report = load.await.unwrap().unwrap();
+    assert_eq!(report.lost, 0, "{report:?}");
+    assert!(
+        report.acked > 600,
+        "writes go on after the failover: {report:?}"
+    );
+    let new = cluster.primary_with(1).await;
+    assert_ne!(new, primary);
+    let status = cluster
+        .client()
+        .status(&cluster.nodes[new].addr)
+        .await
+        .unwrap();
+    assert_eq!(status.epoch, 2, "{status:?}");
+    // The old primary comes back as a standby and catches up.
+    cluster.run(primary).await;
+    let again = cluster.primary_with(2).await;
+    assert_eq!(again, new);
+    let old = cluster
+        .client()
+        .status(&cluster.nodes[primary].addr)
+        .await
+        .unwrap();
+    assert_eq!(old.role, "standby", "{old:?}");
+}
+
+#[tokio::test]
+async fn restarted_nodes_lose_nothing_they_acknowledged() {
+    let mut cluster = Cluster::start(3, FrameCodec::default()).await;
+    cluster.primary_with(2).await;
+    let mut client = cluster.client();
+    for i in 0..100 {
+        client
+            .set(&format!("k{i}"), &format!("v{i}"))
+            .await
+            .unwrap();
+    }
+    for index in 0..3 {
+        cluster.stop(index).await;
+    }
+    for index in 0..3 {
+        cluster.run(index).await;
+    }
+    let mut client = cluster.client();
+    for i in 0..100 {
+        assert_eq!(
+            client.get(&format!("k{i}")).await.unwrap(),
+            Some(format!("v{i}"))
+        );
+    }
+}
+
+async fn raw_request(conn: &mut Connection, client: u64, request: u64, op: Op) -> Reply {
+    conn.send(
+        0,
+        Message::Store(StoreMessage::Request {
+            client,
+            request,
+            op,
+        }),
+    )
+    .await
+    .unwrap();
+    match conn.read_frame().await.unwrap().unwrap().message {
+        Message::Store(StoreMessage::Reply { reply, .. }) => reply,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_retried_write_is_applied_once() {
+    let cluster = Cluster::start(3, FrameCodec::default()).await;
+    let primary = cluster.primary_with(2).await;
+    let addr = cluster.nodes[primary].addr.parse().unwrap();
+    let mut conn = Connection::connect(addr, FrameCodec::default())
+        .await
+        .unwrap();
+    let set = |value: &str| {
+        Op::Write(Write::Set {
+            key: "k".into(),
+            value: value.into(),
+        })
+    };
+    let first = raw_request(&mut conn, 7, 1, set("first")).await;
+    let retry = raw_request(&mut conn, 7, 1, set("first")).await;
+    assert_eq!(first, retry, "the retry is answered with the first's entry");
+    let Reply::Written { seq } = first else {
+        panic!("{first:?}")
+    };
+    let next = raw_request(&mut conn, 7, 2, set("second")).await;
+    assert_eq!(next, Reply::Written { seq: seq + 1 });
+    // An older request than the last is refused, not applied.
+    let stale = raw_request(&mut conn, 7, 1, set("again")).await;
+    assert!(matches!(stale, Reply::Invalid { .. }), "{stale:?}");
+    let status = cluster
+        .client()
+        .status(&cluster.nodes[primary].addr)
+        .await
+        .unwrap();
+    assert_eq!(status.last_seq, seq + 1, "{status:?}");
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_with_a_reason_and_counted() {
+    let key = ClusterKey::new("lab-key");
+    let codec = FrameCodec::new(proto::DEFAULT_MAX_FRAME_LEN, Some(key));
+    let cluster = Cluster::start(3, codec.clone()).await;
+    let primary = cluster.primary_with(2).await;
+    let addr = &cluster.nodes[primary].addr;
+    let mut client = cluster.client();
+    let big = "x".repeat(20_000);
+    match client.set("k", &big).await {
+        Err(ClientError::Refused(reason)) => assert!(reason.contains("over the limit"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    // Garbage and frames without the key, on the client port and on the link port.
+    let socket: std::net::SocketAddr = addr.parse().unwrap();
+    let link: std::net::SocketAddr = format!("127.0.0.1:{}", cluster.nodes[primary].link_port)
+        .parse()
+        .unwrap();
+    for target in [socket, link] {
+        testkit::replay_tcp(target, b"\x00\x00\x00\x05hello", Duration::from_millis(300)).await;
+        // Without the key the handshake is dropped: the connection closes, nothing is answered.
+        if let Ok(mut unkeyed) = Connection::connect(target, FrameCodec::default()).await {
+            let _ = unkeyed.send(0, Message::StatusRequest).await;
+            let answer = tokio::time::timeout(Duration::from_secs(2), unkeyed.read_frame()).await;
+            assert!(
+                matches!(answer, Ok(Ok(None)) | Ok(Err(_))),
+                "an unkeyed peer got {answer:?}"
+            );
+        }
+    }
+    let status = client.status(addr).await.unwrap();
+    assert!(status.bad_frames >= 2, "{status:?}");
+    assert!(status.auth_failures >= 2, "{status:?}");
+    // Kill without the token is refused, and nothing else happened.
+    match client
+        .ask(
+            addr,
+            Op::Kill {
+                token: "guess".into(),
+            },
+        )
+        .await
+        .unwrap()
+    {
+        Reply::Invalid { reason } => assert_eq!(reason, "wrong admin token"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(client.get("k").await.unwrap(), None);
+    assert_eq!(client.status(addr).await.unwrap().role, "primary");
+}
