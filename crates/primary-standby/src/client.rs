@@ -5,6 +5,7 @@
 //! store remembers each client's last write to answer a retry of it). Run several clients for
 //! concurrency.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use proto::{Connection, FrameCodec, Message, Op, Reply, StoreMessage, StoreNodeStatus, Write};
@@ -12,8 +13,12 @@ use tokio::time::Instant;
 
 /// How long a call keeps trying (through a failover) before it gives up.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(5);
-/// How long one try waits for its answer.
-pub const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1000);
+/// How long one try waits for its answer. Short, because a paused primary accepts connections
+/// (its kernel does) and never answers: the write is retried (same request id) elsewhere.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(200);
+/// A node that failed a try is not followed by a redirect for this long: standbys keep
+/// redirecting to a dead or paused primary until one of them has taken its place.
+const SUSPECT_FOR: Duration = Duration::from_secs(1);
 /// The pause before trying again after "unavailable" or a failed connection.
 const RETRY_PAUSE: Duration = Duration::from_millis(5);
 
@@ -37,6 +42,8 @@ pub struct Client {
     conn: Option<(String, Connection)>,
     primary: Option<String>,
     next_node: usize,
+    /// Nodes that just failed a try, until when.
+    suspects: HashMap<String, Instant>,
     pub deadline: Duration,
 }
 
@@ -51,6 +58,7 @@ impl Client {
             conn: None,
             primary: None,
             next_node: 0,
+            suspects: HashMap::new(),
             deadline: DEFAULT_DEADLINE,
         }
     }
@@ -108,16 +116,26 @@ impl Client {
         let mut last = String::from("no try yet");
         while Instant::now() < give_up {
             let target = self.target();
-            match self.try_once(&target, &op, request).await {
+            let result = self.try_once(&target, &op, request).await;
+            if result.is_ok() {
+                self.suspects.remove(&target);
+            }
+            match result {
                 Ok(Reply::Redirect {
                     addr: Some(addr), ..
                 }) => {
-                    if addr == target {
-                        last = format!("{target} redirects to itself");
-                        tokio::time::sleep(RETRY_PAUSE).await;
+                    if self.is_suspect(&addr) {
+                        // It just failed us: ask around until someone names a new primary.
+                        last = format!("{target} redirects to {addr}, which does not answer");
+                        self.primary = None;
+                    } else {
+                        if addr == target {
+                            last = format!("{target} redirects to itself");
+                            tokio::time::sleep(RETRY_PAUSE).await;
+                        }
+                        self.primary = Some(addr);
+                        continue;
                     }
-                    self.primary = Some(addr);
-                    continue;
                 }
                 Ok(Reply::Redirect { addr: None, .. }) => {
                     last = format!("{target} knows no primary");
@@ -130,6 +148,7 @@ impl Client {
                     last = format!("{target}: {e}");
                     self.conn = None;
                     self.primary = None;
+                    self.suspects.insert(target, Instant::now() + SUSPECT_FOR);
                 }
             }
             tokio::time::sleep(RETRY_PAUSE).await;
@@ -140,14 +159,26 @@ impl Client {
         })
     }
 
-    /// The primary if known, else the next node in turn.
+    /// The primary if known, else the next node in turn (passing over suspects while others
+    /// remain).
     fn target(&mut self) -> String {
         if let Some(primary) = &self.primary {
             return primary.clone();
         }
-        let node = self.nodes[self.next_node % self.nodes.len()].clone();
-        self.next_node += 1;
-        node
+        for _ in 0..self.nodes.len() {
+            let node = self.nodes[self.next_node % self.nodes.len()].clone();
+            self.next_node += 1;
+            if !self.is_suspect(&node) {
+                return node;
+            }
+        }
+        self.nodes[self.next_node % self.nodes.len()].clone()
+    }
+
+    fn is_suspect(&self, node: &str) -> bool {
+        self.suspects
+            .get(node)
+            .is_some_and(|until| Instant::now() < *until)
     }
 
     async fn try_once(&mut self, target: &str, op: &Op, request: u64) -> anyhow::Result<Reply> {

@@ -1,9 +1,10 @@
 //! `primary-standby load`: clients writing unique keys at a steady rate through a fault, then
 //! reading every key back. What the chaos scenarios and `scripts/bench-store` measure with.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use proto::FrameCodec;
+use proto::{FrameCodec, StoreNodeStatus};
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -21,6 +22,8 @@ pub struct LoadPlan {
     pub prefix: String,
     /// Read every key back at the end (lost / unknown_applied); off for throughput runs.
     pub verify: bool,
+    /// Poll every node's status this often while writing (primaryships, epochs, alerts).
+    pub watch: Option<Duration>,
 }
 
 /// What one run saw.
@@ -45,6 +48,13 @@ pub struct LoadReport {
     pub max_ms: f64,
     pub clients: usize,
     pub duration_ms: u64,
+    /// With a watch: the most nodes whose primaryships overlap at one instant (must be 1).
+    pub max_primaries_at_once: Option<u64>,
+    /// With a watch: whether the epoch moved (someone was promoted).
+    pub promoted: Option<bool>,
+    pub epochs: Option<(u64, u64)>,
+    /// With a watch: every alert any node raised.
+    pub alerts: Vec<String>,
 }
 
 struct Outcome {
@@ -58,6 +68,11 @@ struct Outcome {
 pub async fn run(plan: LoadPlan, codec: FrameCodec) -> anyhow::Result<LoadReport> {
     let started = Instant::now();
     let until = started + plan.duration;
+    let watcher = plan.watch.map(|every| {
+        let nodes = plan.nodes.clone();
+        let codec = codec.clone();
+        tokio::spawn(watch(nodes, codec, every, until))
+    });
     let mut tasks = Vec::new();
     for index in 0..plan.clients {
         let plan = plan.clone();
@@ -115,7 +130,18 @@ pub async fn run(plan: LoadPlan, codec: FrameCodec) -> anyhow::Result<LoadReport
         max_ms: 0.0,
         clients: plan.clients,
         duration_ms: elapsed.as_millis() as u64,
+        max_primaries_at_once: None,
+        promoted: None,
+        epochs: None,
+        alerts: Vec::new(),
     };
+    if let Some(watcher) = watcher {
+        let seen = watcher.await?;
+        report.max_primaries_at_once = Some(seen.max_overlap(wall_ms()));
+        report.promoted = Some(seen.epochs.1 > seen.epochs.0);
+        report.epochs = Some(seen.epochs);
+        report.alerts = seen.alerts.into_iter().collect();
+    }
     let mut acks = Vec::new();
     let mut latencies = Vec::new();
     for outcome in &outcomes {
@@ -166,4 +192,101 @@ pub async fn run(plan: LoadPlan, codec: FrameCodec) -> anyhow::Result<LoadReport
     report.max_ms = latencies.last().copied().unwrap_or(0.0);
     report.ops_per_s = report.acked as f64 / elapsed.as_secs_f64();
     Ok(report)
+}
+
+/// What polling the nodes' status saw.
+#[derive(Debug, Default)]
+struct Seen {
+    /// (node, epoch, from_ms) → until_ms (None while it lasts, as last reported).
+    primaryships: BTreeMap<(String, u64, u64), Option<u64>>,
+    /// The first epoch seen and the highest.
+    epochs: (u64, u64),
+    alerts: BTreeSet<String>,
+}
+
+impl Seen {
+    fn record(&mut self, node: &str, status: StoreNodeStatus) {
+        if self.epochs == (0, 0) {
+            self.epochs = (status.epoch, status.epoch);
+        }
+        self.epochs.1 = self.epochs.1.max(status.epoch);
+        for p in status.primaryships {
+            self.primaryships
+                .insert((node.to_string(), p.epoch, p.from_ms), p.until_ms);
+        }
+        self.alerts.extend(status.alerts);
+    }
+
+    /// A node that stopped answering served no longer than until then (it is dead, or paused
+    /// — and a paused node reports the true end when it resumes, replacing this one).
+    fn silent(&mut self, node: &str, since_ms: u64) {
+        for ((n, _, _), until) in self.primaryships.iter_mut() {
+            if n == node && until.is_none() {
+                *until = Some(since_ms);
+            }
+        }
+    }
+
+    /// The most primaryships (half-open intervals) that overlap at one instant.
+    fn max_overlap(&self, now_ms: u64) -> u64 {
+        let mut edges: Vec<(u64, i64)> = Vec::new();
+        for ((_, _, from), until) in &self.primaryships {
+            let until = until.unwrap_or(now_ms);
+            if until > *from {
+                edges.push((*from, 1));
+                edges.push((until, -1));
+            }
+        }
+        // At the same instant an end comes before a start: [a, b) and [b, c) do not overlap.
+        edges.sort_unstable();
+        let (mut open, mut most) = (0i64, 0i64);
+        for (_, step) in edges {
+            open += step;
+            most = most.max(open);
+        }
+        most as u64
+    }
+}
+
+async fn watch(nodes: Vec<String>, codec: FrameCodec, every: Duration, until: Instant) -> Seen {
+    let client = Client::new(nodes.clone(), codec);
+    let mut seen = Seen::default();
+    let mut silent_since: BTreeMap<String, u64> = BTreeMap::new();
+    while Instant::now() < until {
+        for node in &nodes {
+            let asked = wall_ms();
+            match tokio::time::timeout(every * 4, client.status(node)).await {
+                Ok(Ok(status)) => {
+                    silent_since.remove(node);
+                    seen.record(node, status);
+                }
+                _ => {
+                    let since = *silent_since.entry(node.clone()).or_insert(asked);
+                    seen.silent(node, since);
+                }
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
+    seen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlapping_primaryships_are_counted_and_touching_ones_are_not() {
+        let mut seen = Seen::default();
+        seen.primaryships.insert(("a".into(), 1, 100), Some(200));
+        seen.primaryships.insert(("b".into(), 2, 200), Some(300));
+        assert_eq!(seen.max_overlap(1_000), 1);
+        seen.primaryships.insert(("c".into(), 3, 250), None);
+        assert_eq!(seen.max_overlap(1_000), 2);
+        // A silent node's open primaryship ends when it fell silent.
+        seen.silent("c", 260);
+        assert_eq!(seen.max_overlap(1_000), 2);
+        seen.silent("c", 320);
+        assert_eq!(seen.primaryships[&("c".into(), 3, 250)], Some(260));
+    }
 }

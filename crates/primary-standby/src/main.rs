@@ -110,6 +110,10 @@ struct LoadArgs {
     /// Skip reading every key back (throughput runs).
     #[arg(long, env = "HALAB_NO_VERIFY")]
     no_verify: bool,
+    /// Poll every node's status this often while writing (0: not at all) and report
+    /// max_primaries_at_once, promoted and alerts.
+    #[arg(long, env = "HALAB_WATCH_MS", default_value_t = 0)]
+    watch_ms: u64,
     #[command(flatten)]
     target: Target,
 }
@@ -209,6 +213,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 duration: Duration::from_secs_f64(args.duration),
                 prefix: format!("load{:x}", rand::random::<u32>()),
                 verify: !args.no_verify,
+                watch: (args.watch_ms > 0).then(|| Duration::from_millis(args.watch_ms)),
             };
             let report = load::run(plan, codec).await?;
             println!("{}", serde_json::to_string(&report)?);

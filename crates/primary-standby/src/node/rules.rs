@@ -30,7 +30,7 @@ impl Default for Timing {
     fn default() -> Self {
         Timing {
             keepalive_ms: 50,
-            peer_timeout_ms: 200,
+            peer_timeout_ms: 150,
             lease_ms: 120,
             lease_margin_ms: 40,
             visit_ms: 30,
