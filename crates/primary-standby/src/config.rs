@@ -50,6 +50,13 @@ pub struct StoreConfig {
     #[arg(long, env = "HALAB_ADVERTISE_LINK")]
     pub advertise_link: Option<String>,
 
+    /// The other nodes' client addresses (host:port, comma-separated; this node's own is
+    /// skipped). Probed over the client network, so that a primary cut off from every network
+    /// can tell that apart from dead standbys: it then keeps them in sync and lets its lease
+    /// lapse, and one of them takes over. Without it a primary drops silent standbys.
+    #[arg(long, env = "HALAB_PEERS", value_delimiter = ',')]
+    pub peers: Vec<String>,
+
     /// When a log write counts as durable.
     #[arg(long, env = "HALAB_FSYNC", value_enum, default_value_t = Fsync::Always)]
     pub fsync: Fsync,

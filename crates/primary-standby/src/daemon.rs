@@ -41,6 +41,9 @@ const TICK: Duration = Duration::from_millis(5);
 const RECONNECT: Duration = Duration::from_millis(50);
 /// A client's request that gets no answer in this long is told to retry (same request id).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often, and how patiently, a node probes the others over the client network.
+const PROBE_EVERY: Duration = Duration::from_millis(50);
+const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 /// A log fsync or a witness visit slower than this is logged: it delays acknowledgements, or
 /// eats into the primary's lease.
 const SLOW_DISK: Duration = Duration::from_millis(30);
@@ -61,7 +64,7 @@ enum LinkCommand {
 struct Shared {
     node: Mutex<Node>,
     disk: std_mpsc::Sender<DiskCommand>,
-    witness: mpsc::UnboundedSender<Option<Change>>,
+    witness: mpsc::UnboundedSender<(Option<Change>, bool)>,
     replies: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
     next_token: AtomicU64,
     /// Standbys' links (on the primary): node → (connection number, its task's queue).
@@ -115,8 +118,8 @@ impl Shared {
                 let conn = self.primary_conn.load(Ordering::SeqCst);
                 let _ = self.to_primary.send((conn, message));
             }
-            Output::Visit(change) => {
-                let _ = self.witness.send(change);
+            Output::Visit { change, renew } => {
+                let _ = self.witness.send((change, renew));
             }
             // The node logged it; status shows it.
             Output::Alert(_) => {}
@@ -178,6 +181,7 @@ pub async fn start(
     config.validate()?;
     let node_config = config.node_config()?;
     let id = node_config.id;
+    let node_config_addr = node_config.client_addr.clone();
     let (wal, recovered) = Wal::open(&config.data_dir, id)?;
     tracing::info!(
         id,
@@ -254,6 +258,20 @@ pub async fn start(
         shutdown.clone(),
     ));
     tasks.spawn(tick(shared.clone(), shutdown.clone()));
+    let peers: Vec<String> = config
+        .peers
+        .iter()
+        .filter(|p| **p != node_config_addr)
+        .cloned()
+        .collect();
+    if !peers.is_empty() {
+        tasks.spawn(probe_peers(
+            peers,
+            codec.clone(),
+            shared.clone(),
+            shutdown.clone(),
+        ));
+    }
     tasks.spawn(serve_clients(
         Acceptor::new(client_listener, config.max_connections),
         codec.clone(),
@@ -321,12 +339,12 @@ fn write_log(mut wal: Wal, rx: std_mpsc::Receiver<DiskCommand>, fsync: Fsync, sh
 async fn visit_witness(
     witness: Witness,
     id: StoreNodeId,
-    mut rx: mpsc::UnboundedReceiver<Option<Change>>,
+    mut rx: mpsc::UnboundedReceiver<(Option<Change>, bool)>,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) {
     loop {
-        let change = tokio::select! {
+        let (change, renew) = tokio::select! {
             _ = shutdown.cancelled() => return,
             change = rx.recv() => match change {
                 Some(change) => change,
@@ -335,7 +353,7 @@ async fn visit_witness(
         };
         let visiting = witness.clone();
         let began = std::time::Instant::now();
-        let visit = tokio::task::spawn_blocking(move || visiting.visit(id, change.as_ref()))
+        let visit = tokio::task::spawn_blocking(move || visiting.visit(id, change.as_ref(), renew))
             .await
             .map_err(|e| e.to_string())
             .and_then(|visit| visit.map_err(|e| format!("{}: {e}", witness.dir().display())));
@@ -356,6 +374,47 @@ async fn tick(shared: Arc<Shared>, shutdown: CancellationToken) {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = interval.tick() => shared.feed(Input::Tick),
+        }
+    }
+}
+
+/// Tells the node whenever another node answers a status request on its client port (a full
+/// exchange, not a bare connect: a paused node's kernel would accept that, and the node would
+/// count a probe that hangs up at once as a bad handshake).
+async fn probe_peers(
+    peers: Vec<String>,
+    codec: FrameCodec,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    let mut interval = tokio::time::interval(PROBE_EVERY);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        let probes = peers.iter().map(|peer| {
+            let codec = codec.clone();
+            async move {
+                let exchange = async {
+                    let mut conn = connect(peer, codec).await.ok()?;
+                    conn.send(0, Message::StatusRequest).await.ok()?;
+                    conn.read_frame().await.ok().flatten()
+                };
+                tokio::time::timeout(PROBE_TIMEOUT, exchange)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some()
+            }
+        });
+        if futures_util::future::join_all(probes)
+            .await
+            .into_iter()
+            .any(|answered| answered)
+        {
+            shared.feed(Input::Reached);
         }
     }
 }

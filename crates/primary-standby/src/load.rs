@@ -113,7 +113,7 @@ pub async fn run(plan: LoadPlan, codec: FrameCodec) -> anyhow::Result<LoadReport
     }
     let elapsed = started.elapsed();
     let mut reader = Client::new(plan.nodes.clone(), codec);
-    reader.deadline = Duration::from_secs(20);
+    reader.deadline = Duration::from_secs(30);
     let mut report = LoadReport {
         acked: 0,
         lost: 0,

@@ -112,10 +112,18 @@ impl Witness {
         Witness { dir: dir.into() }
     }
 
-    /// Renews `me`'s slot, reads the state, makes `change` if asked, and reads every slot.
-    pub fn visit(&self, me: StoreNodeId, change: Option<&Change>) -> io::Result<Visit> {
+    /// Renews `me`'s slot (unless `renew` is false), reads the state, makes `change` if asked,
+    /// and reads every slot.
+    pub fn visit(
+        &self,
+        me: StoreNodeId,
+        change: Option<&Change>,
+        renew: bool,
+    ) -> io::Result<Visit> {
         let started_ms = wall_ms();
-        self.write_slot(me, started_ms)?;
+        if renew {
+            self.write_slot(me, started_ms)?;
+        }
         let mut latest = self.latest()?;
         let changed = match change {
             None => None,
@@ -251,7 +259,9 @@ const SLOT_LEN: usize = 42;
 
 fn slot_record(ms: u64) -> [u8; SLOT_LEN] {
     let text = format!("{ms:020} {ms:020}\n");
-    text.as_bytes().try_into().expect("two 20-digit numbers, a space and a newline")
+    text.as_bytes()
+        .try_into()
+        .expect("two 20-digit numbers, a space and a newline")
 }
 
 /// The time a slot holds. One that does not read back whole (a write under way, damage) counts
@@ -302,14 +312,14 @@ mod tests {
     fn of_two_changes_to_the_same_version_exactly_one_wins() {
         let dir = tempfile::tempdir().unwrap();
         let witness = Witness::new(dir.path());
-        let first = witness.visit(1, None).unwrap();
+        let first = witness.visit(1, None, true).unwrap();
         assert_eq!(first.state, None);
         let claim = |id| Change {
             expected: 0,
             next: state(1, id, &[]),
         };
-        let one = witness.visit(1, Some(&claim(1))).unwrap();
-        let two = witness.visit(2, Some(&claim(2))).unwrap();
+        let one = witness.visit(1, Some(&claim(1)), true).unwrap();
+        let two = witness.visit(2, Some(&claim(2)), true).unwrap();
         assert_eq!(one.changed, Some(true));
         assert_eq!(two.changed, Some(false));
         let current = two.state.unwrap();
@@ -320,7 +330,7 @@ mod tests {
             expected: 1,
             next: state(1, 1, &[2]),
         };
-        let after = witness.visit(1, Some(&add)).unwrap();
+        let after = witness.visit(1, Some(&add), true).unwrap();
         assert_eq!(after.changed, Some(true));
         assert_eq!(after.state.unwrap().in_sync, [2]);
     }
@@ -329,7 +339,7 @@ mod tests {
     fn a_visit_renews_the_visitors_slot_first() {
         let dir = tempfile::tempdir().unwrap();
         let witness = Witness::new(dir.path());
-        let visit = witness.visit(7, None).unwrap();
+        let visit = witness.visit(7, None, true).unwrap();
         assert_eq!(visit.slots.get(&7), Some(&visit.started_ms));
     }
 
@@ -353,7 +363,10 @@ mod tests {
                 expected: version,
                 next: state(version + 1, 1, &[]),
             };
-            assert_eq!(witness.visit(1, Some(&change)).unwrap().changed, Some(true));
+            assert_eq!(
+                witness.visit(1, Some(&change), true).unwrap().changed,
+                Some(true)
+            );
         }
         let versions = witness.versions().unwrap();
         assert!(versions.len() <= KEEP_VERSIONS as usize + 1, "{versions:?}");

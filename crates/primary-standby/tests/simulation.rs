@@ -154,6 +154,28 @@ fn a_cut_replication_link_promotes_nobody_and_writes_go_on() {
     }
 }
 
+#[test]
+fn a_primary_cut_off_from_every_network_is_replaced() {
+    for seed in 1..=20 {
+        let mut sim = Sim::new(3, 3, seed);
+        sim.run(1_500);
+        let old = primary(&sim);
+        sim.isolate(old);
+        sim.run(2_000);
+        let new = primary(&sim);
+        assert_ne!(new, old, "an in-sync standby took over (seed {seed})");
+        let status = sim.nodes[&old].node.as_ref().unwrap().status();
+        assert!(
+            status.alerts.iter().any(|a| a.starts_with("isolated")),
+            "{status:?}"
+        );
+        sim.heal();
+        sim.run(1_500);
+        assert_eq!(primary(&sim), new);
+        sim.check_final();
+    }
+}
+
 /// One random schedule: faults for a while, then everything healed and checked.
 fn random_schedule(seed: u64) {
     let mut sim = Sim::new(3, 3, seed);

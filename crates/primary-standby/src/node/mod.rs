@@ -68,6 +68,8 @@ pub enum Input {
         request: u64,
         op: Op,
     },
+    /// Another node answered over the client network just now (the daemon probes them).
+    Reached,
     /// A standby's replication link to this node (the primary) carried a frame.
     FromStandby {
         node: StoreNodeId,
@@ -106,8 +108,12 @@ pub enum Output {
         link: String,
     },
     ToPrimary(StoreMessage),
-    /// Visit the witness now, making this change if it is still against the latest version.
-    Visit(Option<Change>),
+    /// Visit the witness now, making this change if it is still against the latest version;
+    /// renewing this node's slot unless `renew` is false (an isolated primary lets it age).
+    Visit {
+        change: Option<Change>,
+        renew: bool,
+    },
     /// Something the operator should know (also kept for `status`).
     Alert(String),
 }
@@ -149,6 +155,12 @@ pub struct Node {
     alerts: VecDeque<String>,
     primaryships: VecDeque<Primaryship>,
     now_ms: u64,
+    /// When another node last answered over the client network (None: never, or not probed).
+    reached_ms: Option<u64>,
+    /// The other nodes the witness has slots for.
+    others: usize,
+    /// Whether the visit in flight renews this node's slot (only such a visit extends a lease).
+    visit_renews: bool,
 }
 
 impl Node {
@@ -178,6 +190,9 @@ impl Node {
             alerts: VecDeque::new(),
             primaryships: VecDeque::new(),
             now_ms,
+            reached_ms: None,
+            others: 0,
+            visit_renews: true,
         }
     }
 
@@ -244,6 +259,7 @@ impl Node {
             Input::PrimaryConnected => self.primary_connected(&mut out),
             Input::FromPrimary(message) => self.on_primary_frame(message, &mut out),
             Input::PrimaryClosed => self.primary_closed(&mut out),
+            Input::Reached => self.reached_ms = Some(self.now_ms),
         }
         self.record_lease_end();
         out
@@ -264,7 +280,9 @@ impl Node {
         debug_assert!(self.visiting.is_none(), "one visit at a time");
         self.visiting = Some(purpose);
         self.next_visit_ms = self.now_ms + self.cfg.timing.visit_ms;
-        out.push(Output::Visit(change));
+        let renew = !self.isolated();
+        self.visit_renews = renew;
+        out.push(Output::Visit { change, renew });
     }
 
     /// Visits the witness as soon as the one in flight is back.
@@ -283,6 +301,7 @@ impl Node {
             }
         };
         self.witness_ok_ms = Some(visit.started_ms);
+        self.others = visit.slots.keys().filter(|id| **id != self.cfg.id).count();
         let Some(state) = visit.state.clone() else {
             // Nobody has claimed the witness: the first to claim it is primary (seed 003).
             if self.visiting.is_none() {

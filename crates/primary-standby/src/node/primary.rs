@@ -5,7 +5,7 @@
 use proto::{Entry, Reply, StoreMessage, StoreNodeId, Write};
 
 use super::rules::{self, CatchUp};
-use super::{Counted, Input, Node, Output, Peers, Pending, Purpose, Role, Waiters};
+use super::{Counted, Node, Output, Peers, Pending, Purpose, Role, Waiters};
 use crate::witness::{Change, Visit, WitnessState};
 
 /// Largest batch of entries (or snapshot pairs) in one frame, in payload bytes (estimated):
@@ -107,11 +107,14 @@ impl Node {
         visit: &Visit,
         out: &mut Vec<Output>,
     ) {
-        // Still primary in this epoch: the lease runs from when this visit renewed the slot.
-        self.primary.lease_until_ms = self
-            .primary
-            .lease_until_ms
-            .max(visit.started_ms + self.cfg.timing.lease_ms);
+        // Still primary in this epoch: the lease runs from when this visit renewed the slot
+        // (a visit that left the slot to age, when isolated, extends nothing).
+        if self.visit_renews {
+            self.primary.lease_until_ms = self
+                .primary
+                .lease_until_ms
+                .max(visit.started_ms + self.cfg.timing.lease_ms);
+        }
         // Counted: the witness's in-sync set, plus a standby being added.
         for node in &state.in_sync {
             self.primary.counted.insert(*node);
@@ -119,6 +122,26 @@ impl Node {
         self.record_serving_start();
         self.advance_commit(out);
         self.change_in_sync(out);
+    }
+
+    /// A primary that hears no standby and reaches no other node over the client network is
+    /// cut off from everything but the witness: it must not drop its standbys from the in-sync
+    /// set (one of them has to take over), and it lets its slot age so that one can. Only
+    /// judged when the daemon probes (`Reached` came at least once) and there are at least two
+    /// others: with one, a dead standby could not be told from a cut-off primary.
+    pub(super) fn isolated(&self) -> bool {
+        let timeout = self.cfg.timing.peer_timeout_ms;
+        let now = self.now_ms;
+        self.role == Role::Primary
+            && self.others >= 2
+            && self
+                .reached_ms
+                .is_some_and(|at| now.saturating_sub(at) > timeout)
+            && self
+                .primary
+                .peers
+                .values()
+                .all(|peer| now.saturating_sub(peer.last_heard_ms) > timeout)
     }
 
     pub(super) fn primary_tick(&mut self, out: &mut Vec<Output>) {
@@ -161,6 +184,29 @@ impl Node {
                 .is_none_or(|peer| now.saturating_sub(peer.last_heard_ms) > timeout)
         });
         if let Some(node) = silent {
+            // Heard *well* after it (a keep-alive interval): two standbys cut off together
+            // fall silent a few milliseconds apart, and that is no evidence of anything.
+            let silent_since = self
+                .primary
+                .peers
+                .get(&node)
+                .map_or(0, |peer| peer.last_heard_ms + self.cfg.timing.keepalive_ms);
+            let others_heard = self
+                .primary
+                .peers
+                .iter()
+                .filter(|(other, _)| **other != node)
+                .map(|(_, peer)| peer.last_heard_ms);
+            let reached = (self.others >= 2).then_some(self.reached_ms).flatten();
+            if !rules::may_drop(silent_since, reached, others_heard) {
+                self.alert(
+                    "isolated: no standby and no other node answers; keeping the in-sync set \
+                     and letting the lease lapse so that an in-sync standby can take over"
+                        .into(),
+                    out,
+                );
+                return;
+            }
             let mut next = state.clone();
             next.in_sync.retain(|n| *n != node);
             let change = Change {
@@ -477,22 +523,5 @@ fn entry_size(entry: &Entry) -> usize {
         Write::Set { key, value } => key.len() + value.len(),
         Write::Delete { key } => key.len(),
         Write::Update { pairs } => pairs.iter().map(|(k, v)| k.len() + v.len() + 4).sum(),
-    }
-}
-
-impl Input {
-    /// For logs: which kind of input this is.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Input::Tick => "tick",
-            Input::Visited(_) => "visited",
-            Input::Persisted { .. } => "persisted",
-            Input::Client { .. } => "client",
-            Input::FromStandby { .. } => "from-standby",
-            Input::StandbyClosed { .. } => "standby-closed",
-            Input::PrimaryConnected => "primary-connected",
-            Input::FromPrimary(_) => "from-primary",
-            Input::PrimaryClosed => "primary-closed",
-        }
     }
 }

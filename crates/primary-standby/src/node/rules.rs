@@ -105,6 +105,22 @@ pub fn commit_point(
         .fold(durable, u64::min)
 }
 
+/// Whether a primary may drop a standby silent since `silent_since_ms` from the in-sync set.
+/// Only on evidence that the primary itself is not the one cut off: some other node was heard
+/// (a standby's frame, a probe over the client network) after that standby went silent. A
+/// primary that hears nobody keeps its standbys in sync, and lets its lease lapse instead.
+/// `reached_ms` is None when the daemon does not probe: then silence is all there is to go on.
+pub fn may_drop(
+    silent_since_ms: u64,
+    reached_ms: Option<u64>,
+    others_heard_ms: impl IntoIterator<Item = u64>,
+) -> bool {
+    let Some(reached) = reached_ms else {
+        return true;
+    };
+    reached > silent_since_ms || others_heard_ms.into_iter().any(|at| at > silent_since_ms)
+}
+
 /// How a joining standby whose log ends at (`last_seq`, `last_epoch`) catches up from a primary
 /// whose in-memory log holds entries `base+1 ..= last` (and knows the epoch of each, and of
 /// `base`).
@@ -196,6 +212,18 @@ mod tests {
         assert_eq!(commit_point(5, &BTreeSet::from([2, 3]), &acked), 5);
         // A counted standby that never answered holds everything back.
         assert_eq!(commit_point(12, &BTreeSet::from([4]), &acked), 0);
+    }
+
+    #[test]
+    fn a_standby_is_dropped_only_when_someone_else_was_heard_after_it() {
+        // Not probing: silence decides.
+        assert!(may_drop(100, None, []));
+        // The other standby answered after this one went silent: this one is gone.
+        assert!(may_drop(100, Some(90), [150]));
+        // A probe over the client network got through after it: only the link is down.
+        assert!(may_drop(100, Some(120), [90]));
+        // Nobody since: this primary may be the one cut off. Keep it in sync.
+        assert!(!may_drop(100, Some(100), [100, 60]));
     }
 
     #[test]

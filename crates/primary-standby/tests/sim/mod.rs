@@ -26,6 +26,8 @@ pub const STEP_MS: u64 = 2;
 const CLIENT_TIMEOUT_MS: u64 = 400;
 /// A standby whose connect failed tries again after this long (the daemon's backoff).
 const RECONNECT_MS: u64 = 50;
+/// How often nodes probe each other over the client network.
+const PROBE_MS: u64 = 50;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Health {
@@ -85,6 +87,7 @@ enum Event {
         node: StoreNodeId,
         life: u64,
         change: Option<Change>,
+        renew: bool,
     },
     /// A standby tries to connect to its primary.
     Connect {
@@ -384,7 +387,7 @@ impl Sim {
                     l.up.push_back((at, message));
                 }
             }
-            Output::Visit(change) => {
+            Output::Visit { change, renew } => {
                 // Now and then the shared volume is slow.
                 let slow = self.rng.chance(10);
                 let at = self.now
@@ -399,6 +402,7 @@ impl Sim {
                         node: id,
                         life,
                         change,
+                        renew,
                     },
                 );
             }
@@ -488,9 +492,11 @@ impl Sim {
         }
     }
 
-    fn visit_witness(&mut self, id: StoreNodeId, change: Option<Change>) -> Visit {
+    fn visit_witness(&mut self, id: StoreNodeId, change: Option<Change>, renew: bool) -> Visit {
         let now = self.now;
-        self.witness.slots.insert(id, now);
+        if renew {
+            self.witness.slots.insert(id, now);
+        }
         let latest = self
             .witness
             .versions
@@ -540,17 +546,28 @@ impl Sim {
                     Health::Up => self.feed(to, input),
                 }
             }
-            Event::Visit { node, life, change } => {
+            Event::Visit {
+                node,
+                life,
+                change,
+                renew,
+            } => {
                 if self.life(node) != life {
                     return;
                 }
                 match self.nodes[&node].health {
                     Health::Down => {}
-                    Health::Paused => self
-                        .events
-                        .push(self.now + STEP_MS, Event::Visit { node, life, change }),
+                    Health::Paused => self.events.push(
+                        self.now + STEP_MS,
+                        Event::Visit {
+                            node,
+                            life,
+                            change,
+                            renew,
+                        },
+                    ),
                     Health::Up => {
-                        let visit = self.visit_witness(node, change);
+                        let visit = self.visit_witness(node, change, renew);
                         let at = self.now + self.rng.between(0, 2);
                         self.events.push(
                             at,
@@ -795,9 +812,23 @@ impl Sim {
         }
         self.move_links();
         let ids: Vec<StoreNodeId> = self.nodes.keys().copied().collect();
-        for id in ids {
+        for &id in &ids {
             if self.nodes[&id].health == Health::Up {
                 self.feed(id, Input::Tick);
+            }
+        }
+        // The daemons' probes of each other over the client network (a paused node's kernel
+        // still accepts connections).
+        if self.now % PROBE_MS == 0 {
+            for &id in &ids {
+                let reaches = ids.iter().any(|other| {
+                    *other != id
+                        && self.nodes[other].health != Health::Down
+                        && self.nodes[other].group == self.nodes[&id].group
+                });
+                if reaches && self.nodes[&id].health == Health::Up {
+                    self.feed(id, Input::Reached);
+                }
             }
         }
         self.run_clients();
