@@ -337,9 +337,18 @@ impl Node {
         }
         match self.role {
             Role::Primary => self.primary_visited(&state, &visit, out),
-            Role::Starting if state.primary == self.cfg.id => {
-                // Primary before a restart: take it again in a new epoch, so that no entry this
-                // process lost (sent to standbys before it was durable here) keeps its number.
+            Role::Starting | Role::Standby | Role::Candidate if state.primary == self.cfg.id => {
+                // Named primary by a change this process cannot have acted on: made before a
+                // restart, or by a visit whose answer was an error after the change was made.
+                // Take it again in a new epoch, so that no entry this node may have lost (sent
+                // to standbys before it was durable here) keeps its number; meanwhile nobody
+                // else would (this node's slot is fresh).
+                if self.role != Role::Starting {
+                    tracing::warn!(
+                        epoch = state.epoch,
+                        "the witness names this node primary, unknown to it: taking it again"
+                    );
+                }
                 let change = Change {
                     expected: state.version,
                     next: self.primary_record(state.epoch + 1, Vec::new()),

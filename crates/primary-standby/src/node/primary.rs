@@ -115,10 +115,10 @@ impl Node {
                 .lease_until_ms
                 .max(visit.started_ms + self.cfg.timing.lease_ms);
         }
-        // Counted: the witness's in-sync set, plus a standby being added.
-        for node in &state.in_sync {
-            self.primary.counted.insert(*node);
-        }
+        // Counted: exactly the witness's in-sync set (a standby being added is counted again
+        // when its change is made, just below). Taken from the witness, not from what this
+        // node believes it changed: a change whose visit failed may have been made or not.
+        self.primary.counted = state.in_sync.iter().copied().collect();
         self.record_serving_start();
         self.advance_commit(out);
         self.change_in_sync(out);

@@ -567,14 +567,22 @@ impl Sim {
                         },
                     ),
                     Health::Up => {
+                        let changing = change.is_some();
                         let visit = self.visit_witness(node, change, renew);
+                        // Now and then a visit fails after its change was made (an error
+                        // syncing the directory, say): the node cannot know it won.
+                        let result = if changing && self.rng.chance(5) {
+                            Err("simulated error after the change".to_string())
+                        } else {
+                            Ok(visit)
+                        };
                         let at = self.now + self.rng.between(0, 2);
                         self.events.push(
                             at,
                             Event::Input {
                                 to: node,
                                 life,
-                                input: Input::Visited(Ok(visit)),
+                                input: Input::Visited(result),
                             },
                         );
                     }
