@@ -264,9 +264,9 @@ pub async fn start(
         .filter(|p| **p != node_config_addr)
         .cloned()
         .collect();
-    if !peers.is_empty() {
-        tasks.spawn(probe_peers(
-            peers,
+    for peer in peers {
+        tasks.spawn(probe_peer(
+            peer,
             codec.clone(),
             shared.clone(),
             shutdown.clone(),
@@ -380,9 +380,10 @@ async fn tick(shared: Arc<Shared>, shutdown: CancellationToken) {
 
 /// Tells the node whenever another node answers a status request on its client port (a full
 /// exchange, not a bare connect: a paused node's kernel would accept that, and the node would
-/// count a probe that hangs up at once as a bad handshake).
-async fn probe_peers(
-    peers: Vec<String>,
+/// count a probe that hangs up at once as a bad handshake). One loop per peer, so that a slow
+/// peer does not hold back the news that another answered.
+async fn probe_peer(
+    peer: String,
     codec: FrameCodec,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
@@ -394,25 +395,16 @@ async fn probe_peers(
             _ = shutdown.cancelled() => return,
             _ = interval.tick() => {}
         }
-        let probes = peers.iter().map(|peer| {
-            let codec = codec.clone();
-            async move {
-                let exchange = async {
-                    let mut conn = connect(peer, codec).await.ok()?;
-                    conn.send(0, Message::StatusRequest).await.ok()?;
-                    conn.read_frame().await.ok().flatten()
-                };
-                tokio::time::timeout(PROBE_TIMEOUT, exchange)
-                    .await
-                    .ok()
-                    .flatten()
-                    .is_some()
-            }
-        });
-        if futures_util::future::join_all(probes)
+        let exchange = async {
+            let mut conn = connect(&peer, codec.clone()).await.ok()?;
+            conn.send(0, Message::StatusRequest).await.ok()?;
+            conn.read_frame().await.ok().flatten()
+        };
+        if tokio::time::timeout(PROBE_TIMEOUT, exchange)
             .await
-            .into_iter()
-            .any(|answered| answered)
+            .ok()
+            .flatten()
+            .is_some()
         {
             shared.feed(Input::Reached);
         }

@@ -128,7 +128,9 @@ impl Node {
     /// cut off from everything but the witness: it must not drop its standbys from the in-sync
     /// set (one of them has to take over), and it lets its slot age so that one can. Only
     /// judged when the daemon probes (`Reached` came at least once) and there are at least two
-    /// others: with one, a dead standby could not be told from a cut-off primary.
+    /// others: with one, a dead standby could not be told from a cut-off primary. Probes get a
+    /// longer grace (twice the peer timeout) than links: a probe is a whole exchange, and a
+    /// busy machine answers it late; giving up the lease for nothing is a needless failover.
     pub(super) fn isolated(&self) -> bool {
         let timeout = self.cfg.timing.peer_timeout_ms;
         let now = self.now_ms;
@@ -136,7 +138,7 @@ impl Node {
             && self.others >= 2
             && self
                 .reached_ms
-                .is_some_and(|at| now.saturating_sub(at) > timeout)
+                .is_some_and(|at| now.saturating_sub(at) > 2 * timeout)
             && self
                 .primary
                 .peers
@@ -216,12 +218,18 @@ impl Node {
             self.visit(Purpose::Drop(node), Some(change), out);
             return;
         }
+        // Caught up: it holds everything committed so far (every write acknowledged or about
+        // to be). Not "everything in the log": under a steady stream of writes the log's end
+        // is always a little ahead, and a standby waiting for it would never be added back.
+        let commit = self.commit;
         let caught_up = self.primary.peers.iter().find_map(|(node, peer)| {
-            (!state.in_sync.contains(node) && peer.acked >= last).then_some(*node)
+            (!state.in_sync.contains(node) && peer.acked >= commit && peer.sent == last)
+                .then_some(*node)
         });
         if let Some(node) = caught_up {
-            // Counted from now on, before the witness says so: from the moment the witness
-            // lets it be promoted, it holds every acknowledged write.
+            // Counted from now on, before the witness says so: every later commit waits for
+            // it, so from the moment the witness lets it be promoted it holds every
+            // acknowledged write.
             self.primary.counted.insert(node);
             let mut next = state.clone();
             next.in_sync.push(node);
