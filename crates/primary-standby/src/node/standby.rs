@@ -52,10 +52,11 @@ impl Node {
                 }) || !self.standby.link_up
                 {
                     tracing::debug!(primary, age_ms, "primary lost but its slot is fresh");
+                    // One alert per episode: the slot's age is in the debug line above.
                     self.alert(
                         format!(
-                            "replication link to {primary} down; its witness slot is fresh \
-                             ({age_ms} ms old): not promoting"
+                            "replication link to {primary} down; its witness slot is fresh: \
+                             not promoting"
                         ),
                         out,
                     );
