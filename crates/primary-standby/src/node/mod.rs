@@ -8,8 +8,6 @@
 mod primary;
 pub mod rules;
 mod standby;
-#[cfg(test)]
-mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
