@@ -272,13 +272,15 @@ pub async fn start(
             shutdown.clone(),
         ));
     }
-    tasks.spawn(serve_clients(
+    tasks.spawn(serve(
+        Port::Clients,
         Acceptor::new(client_listener, config.max_connections),
         codec.clone(),
         shared.clone(),
         shutdown.clone(),
     ));
-    tasks.spawn(serve_links(
+    tasks.spawn(serve(
+        Port::Links,
         Acceptor::new(link_listener, config.max_connections),
         codec.clone(),
         shared.clone(),
@@ -411,7 +413,16 @@ async fn probe_peer(
     }
 }
 
-async fn serve_clients(
+/// The node's two TCP ports: clients (and status), and standbys' replication links.
+#[derive(Debug, Clone, Copy)]
+enum Port {
+    Clients,
+    Links,
+}
+
+/// Accepts connections on one port until shutdown, each served by a task of its own.
+async fn serve(
+    port: Port,
     acceptor: Acceptor,
     codec: FrameCodec,
     shared: Arc<Shared>,
@@ -431,7 +442,10 @@ async fn serve_clients(
                 Ok(conn) => conn,
                 Err(e) => return shared.rejections.reject(peer, "handshake", &e),
             };
-            serve_client(conn, peer, &shared, shutdown).await;
+            match port {
+                Port::Clients => serve_client(conn, peer, &shared, shutdown).await,
+                Port::Links => serve_link(conn, peer, &shared, shutdown).await,
+            }
         });
     }
 }
@@ -505,35 +519,6 @@ fn kill_reply(shared: &Shared, token: &str) -> Reply {
         Some(_) => Reply::Invalid {
             reason: "wrong admin token".into(),
         },
-    }
-}
-
-async fn serve_links(
-    acceptor: Acceptor,
-    codec: FrameCodec,
-    shared: Arc<Shared>,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let (stream, peer, permit) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = acceptor.accept() => accepted,
-        };
-        let codec = codec.clone();
-        let shared = shared.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let conn = match Connection::new(stream, codec).await {
-                Ok(conn) => conn,
-                Err(e) => {
-                    return shared
-                        .rejections
-                        .reject(peer, "handshake on the link port", &e);
-                }
-            };
-            serve_link(conn, peer, &shared, shutdown).await;
-        });
     }
 }
 

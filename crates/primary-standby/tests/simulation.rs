@@ -7,6 +7,14 @@ mod sim;
 use primary_standby::node::Role;
 use sim::{Health, Sim};
 
+/// Three nodes and three clients, run until they settled: the sim and its primary.
+fn settled(seed: u64) -> (Sim, u64) {
+    let mut sim = Sim::new(3, 3, seed);
+    sim.run(1_500);
+    let p = primary(&sim);
+    (sim, p)
+}
+
 fn primary(sim: &Sim) -> u64 {
     let serving = sim.serving();
     assert_eq!(serving.len(), 1, "{}", sim.describe());
@@ -37,9 +45,7 @@ fn the_first_node_to_claim_is_primary_and_writes_replicate() {
 #[test]
 fn a_killed_primary_is_replaced_by_an_in_sync_standby_and_rejoins_as_standby() {
     for seed in 1..=20 {
-        let mut sim = Sim::new(3, 3, seed);
-        sim.run(1_500);
-        let old = primary(&sim);
+        let (mut sim, old) = settled(seed);
         let before = sim.acked.len();
         sim.kill(old);
         sim.run(1_500);
@@ -67,9 +73,7 @@ fn a_killed_primary_is_replaced_by_an_in_sync_standby_and_rejoins_as_standby() {
 #[test]
 fn a_paused_primary_is_replaced_and_never_serves_after_it_resumes() {
     for seed in 1..=20 {
-        let mut sim = Sim::new(3, 3, seed);
-        sim.run(1_500);
-        let old = primary(&sim);
+        let (mut sim, old) = settled(seed);
         sim.pause(old);
         sim.run(3_000);
         let new = primary(&sim);
@@ -88,9 +92,7 @@ fn a_paused_primary_is_replaced_and_never_serves_after_it_resumes() {
 #[test]
 fn a_primary_resumed_while_a_standby_promotes_never_serves_alongside_it() {
     for seed in 1..=40 {
-        let mut sim = Sim::new(3, 3, seed);
-        sim.run(1_500);
-        let old = primary(&sim);
+        let (mut sim, old) = settled(seed);
         sim.pause(old);
         let candidate = loop {
             let candidate = sim.nodes.iter().find_map(|(id, n)| {
@@ -116,9 +118,7 @@ fn a_primary_resumed_while_a_standby_promotes_never_serves_alongside_it() {
 #[test]
 fn a_cut_replication_link_promotes_nobody_and_writes_go_on() {
     for seed in 1..=20 {
-        let mut sim = Sim::new(3, 3, seed);
-        sim.run(1_500);
-        let p = primary(&sim);
+        let (mut sim, p) = settled(seed);
         let standby = if p == 1 { 2 } else { 1 };
         sim.cut_link(p, standby);
         let before = sim.acked.len();
@@ -157,9 +157,7 @@ fn a_cut_replication_link_promotes_nobody_and_writes_go_on() {
 #[test]
 fn a_primary_cut_off_from_every_network_is_replaced() {
     for seed in 1..=20 {
-        let mut sim = Sim::new(3, 3, seed);
-        sim.run(1_500);
-        let old = primary(&sim);
+        let (mut sim, old) = settled(seed);
         sim.isolate(old);
         sim.run(2_000);
         let new = primary(&sim);
