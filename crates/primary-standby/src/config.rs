@@ -61,6 +61,11 @@ pub struct StoreConfig {
     #[arg(long, env = "HALAB_FSYNC", value_enum, default_value_t = Fsync::Always)]
     pub fsync: Fsync,
 
+    /// Every this many entries the node writes its state as a snapshot and cuts the log
+    /// before it, so the log and a restart's replay stay short. 0: never.
+    #[arg(long, env = "HALAB_SNAPSHOT_EVERY", default_value_t = 10_000)]
+    pub snapshot_every: u64,
+
     /// The primary sends a keep-alive to each standby after this long without a frame.
     #[arg(long, env = "HALAB_KEEPALIVE_MS", default_value_t = Timing::default().keepalive_ms)]
     pub keepalive_ms: u64,
@@ -169,6 +174,7 @@ impl StoreConfig {
                 .unwrap_or_else(|| format!("{host}:{}", self.link_listen.port())),
             timing: self.timing(),
             limits: self.limits(),
+            snapshot_every: self.snapshot_every,
         })
     }
 }

@@ -32,7 +32,7 @@ use crate::client::connect;
 use crate::config::{Fsync, StoreConfig};
 use crate::node::{Input, Node, Output};
 use crate::store::Store;
-use crate::wal::Wal;
+use crate::wal::{Wal, WalError};
 use crate::witness::{Change, Witness, wall_ms};
 
 /// How often the node's clock ticks.
@@ -53,6 +53,7 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
 enum DiskCommand {
     Append(Vec<proto::Entry>),
     Snapshot(Store),
+    Compact(Store),
 }
 
 enum LinkCommand {
@@ -100,6 +101,9 @@ impl Shared {
             }
             Output::InstallSnapshot(store) => {
                 let _ = self.disk.send(DiskCommand::Snapshot(store));
+            }
+            Output::Compact(store) => {
+                let _ = self.disk.send(DiskCommand::Compact(store));
             }
             Output::ToStandby { node, message } => {
                 if let Some((_, tx)) = self.standbys.lock().expect("not poisoned").get(&node) {
@@ -317,6 +321,7 @@ fn write_log(mut wal: Wal, rx: std_mpsc::Receiver<DiskCommand>, fsync: Fsync, sh
                     through = store.applied();
                     wal.install_snapshot(&store)
                 }
+                DiskCommand::Compact(store) => compact(&mut wal, &store),
             });
         }
         if fsync == Fsync::Always {
@@ -336,6 +341,21 @@ fn write_log(mut wal: Wal, rx: std_mpsc::Receiver<DiskCommand>, fsync: Fsync, sh
         }
         shared.feed(Input::Persisted { through });
     }
+}
+
+fn compact(wal: &mut Wal, store: &Store) -> Result<(), WalError> {
+    let began = std::time::Instant::now();
+    let compacted = wal.compact(store)?;
+    tracing::info!(
+        seq = store.applied(),
+        keys = store.len(),
+        snapshot_bytes = compacted.snapshot_bytes,
+        log_records_dropped = compacted.records_dropped,
+        log_bytes_dropped = compacted.bytes_dropped,
+        ms = began.elapsed().as_millis() as u64,
+        "snapshot written, log compacted"
+    );
+    Ok(())
 }
 
 async fn visit_witness(

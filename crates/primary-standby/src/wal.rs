@@ -5,9 +5,14 @@
 //! (a crash mid-write) is truncated away; a bad record with good data after it is corruption in
 //! the middle, which stops the node with the record's number and offset — never skipped, since
 //! what follows it could not be trusted to be the log.
+//!
+//! Compaction keeps the log short: the applied state is written as the snapshot, then the
+//! records it holds are cut off the front of the log (the rest is copied into a new log that is
+//! renamed into place). A crash in between leaves the new snapshot and the old log, whose
+//! records up to the snapshot are skipped on start.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write as _};
+use std::io::{self, Read, Seek, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
 
 use proto::{ClientSession, Entry, StoreNodeId, decode_value, encode_value};
@@ -80,6 +85,18 @@ struct SnapshotFile {
 pub struct Wal {
     dir: PathBuf,
     log: File,
+    /// Each record in the log: its entry's seq and where it starts (compaction cuts at one).
+    records: Vec<(u64, u64)>,
+    /// The log's length in bytes.
+    len: u64,
+}
+
+/// What a compaction did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compacted {
+    pub records_dropped: usize,
+    pub bytes_dropped: u64,
+    pub snapshot_bytes: u64,
 }
 
 impl Wal {
@@ -101,19 +118,21 @@ impl Wal {
         let mut bytes = Vec::new();
         log.read_to_end(&mut bytes).map_err(io_at(&log_path))?;
         let (records, good_len) = read_records(&bytes, &log_path)?;
+        let mut index = Vec::with_capacity(records.len());
         if good_len < bytes.len() {
             recovered.truncated_bytes = (bytes.len() - good_len) as u64;
             log.set_len(good_len as u64).map_err(io_at(&log_path))?;
             log.sync_all().map_err(io_at(&log_path))?;
         }
         let mut previous = recovered.store.applied();
-        for payload in records {
+        for (number, (offset, payload)) in records.into_iter().enumerate() {
             let entry: Entry = decode_value(payload).map_err(|e| WalError::Corrupt {
                 path: log_path.clone(),
-                record: recovered.entries.len() as u64,
-                offset: 0,
+                record: number as u64,
+                offset: offset as u64,
                 why: format!("checksum good but the entry does not decode: {e}"),
             })?;
+            index.push((entry.seq, offset as u64));
             if entry.seq <= previous && recovered.entries.is_empty() {
                 // Written before the snapshot was taken: already in it.
                 continue;
@@ -132,6 +151,8 @@ impl Wal {
             Wal {
                 dir: dir.to_path_buf(),
                 log,
+                records: index,
+                len: good_len as u64,
             },
             recovered,
         ))
@@ -140,17 +161,20 @@ impl Wal {
     /// Appends entries to the log (buffered by the OS until [`Wal::sync`]).
     pub fn append(&mut self, entries: &[Entry]) -> Result<(), WalError> {
         let mut buf = Vec::with_capacity(entries.len() * 64);
+        let mut starts = Vec::with_capacity(entries.len());
         for entry in entries {
             let payload = encode_value(entry).map_err(|e| WalError::Io {
                 path: self.log_path(),
                 source: io::Error::other(e),
             })?;
-            buf.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-            buf.extend_from_slice(&crc32fast::hash(&payload).to_be_bytes());
-            buf.extend_from_slice(&payload);
+            starts.push((entry.seq, self.len + buf.len() as u64));
+            push_record(&mut buf, &payload);
         }
         let path = self.log_path();
-        self.log.write_all(&buf).map_err(io_at(&path))
+        self.log.write_all(&buf).map_err(io_at(&path))?;
+        self.records.extend(starts);
+        self.len += buf.len() as u64;
+        Ok(())
     }
 
     /// Everything appended so far is on disk when this returns.
@@ -163,6 +187,50 @@ impl Wal {
     /// the snapshot is written aside, synced and renamed into place before the log is cut, so
     /// a crash in between leaves either the old state or the new one.
     pub fn install_snapshot(&mut self, store: &Store) -> Result<(), WalError> {
+        self.write_snapshot(store)?;
+        let path = self.log_path();
+        self.log.set_len(0).map_err(io_at(&path))?;
+        self.records.clear();
+        self.len = 0;
+        self.log.sync_all().map_err(io_at(&path))
+    }
+
+    /// Writes `store` (this node's applied state) as the snapshot and cuts the records it
+    /// holds off the log. Everything appended is durable when this returns.
+    pub fn compact(&mut self, store: &Store) -> Result<Compacted, WalError> {
+        let snapshot_bytes = self.write_snapshot(store)?;
+        let dropped = self
+            .records
+            .iter()
+            .take_while(|(seq, _)| *seq <= store.applied())
+            .count();
+        let cut = self.records.get(dropped).map_or(self.len, |(_, at)| *at);
+        let path = self.log_path();
+        let mut rest = Vec::with_capacity((self.len - cut) as usize);
+        self.log
+            .seek(SeekFrom::Start(cut))
+            .and_then(|_| self.log.read_to_end(&mut rest))
+            .map_err(io_at(&path))?;
+        write_atomically(&self.dir, LOG, &rest)?;
+        self.log = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_at(&path))?;
+        self.records.drain(..dropped);
+        for (_, at) in &mut self.records {
+            *at -= cut;
+        }
+        self.len -= cut;
+        Ok(Compacted {
+            records_dropped: dropped,
+            bytes_dropped: cut,
+            snapshot_bytes,
+        })
+    }
+
+    /// Writes the snapshot file (aside, synced, renamed into place); returns its size.
+    fn write_snapshot(&self, store: &Store) -> Result<u64, WalError> {
         let snapshot = SnapshotFile {
             seq: store.applied(),
             epoch: store.applied_epoch(),
@@ -174,13 +242,9 @@ impl Wal {
             source: io::Error::other(e),
         })?;
         let mut record = Vec::with_capacity(payload.len() + RECORD_HEADER);
-        record.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-        record.extend_from_slice(&crc32fast::hash(&payload).to_be_bytes());
-        record.extend_from_slice(&payload);
+        push_record(&mut record, &payload);
         write_atomically(&self.dir, SNAPSHOT, &record)?;
-        let path = self.log_path();
-        self.log.set_len(0).map_err(io_at(&path))?;
-        self.log.sync_all().map_err(io_at(&path))
+        Ok(record.len() as u64)
     }
 
     fn log_path(&self) -> PathBuf {
@@ -188,10 +252,19 @@ impl Wal {
     }
 }
 
-/// Splits `bytes` into record payloads; returns them and the length of the good prefix. A bad
-/// record that reaches the end of the file is a torn write (the caller truncates it); one with
+/// Appends one record (`len + CRC-32 + payload`) to `buf`.
+fn push_record(buf: &mut Vec<u8>, payload: &[u8]) {
+    buf.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    buf.extend_from_slice(&crc32fast::hash(payload).to_be_bytes());
+    buf.extend_from_slice(payload);
+}
+
+/// Splits `bytes` into records (offset, payload); returns them and the length of the good
+/// prefix. A bad record that reaches the end of the file is a torn write (the caller truncates it); one with
 /// data after it is corruption.
-fn read_records<'a>(bytes: &'a [u8], path: &Path) -> Result<(Vec<&'a [u8]>, usize), WalError> {
+type Records<'a> = Vec<(usize, &'a [u8])>;
+
+fn read_records<'a>(bytes: &'a [u8], path: &Path) -> Result<(Records<'a>, usize), WalError> {
     let mut records = Vec::new();
     let mut offset = 0;
     while offset < bytes.len() {
@@ -221,7 +294,7 @@ fn read_records<'a>(bytes: &'a [u8], path: &Path) -> Result<(Vec<&'a [u8]>, usiz
             }
             return Err(corrupt("checksum mismatch".into()));
         }
-        records.push(payload);
+        records.push((offset, payload));
         offset += end;
     }
     Ok((records, offset))
@@ -242,7 +315,7 @@ fn read_snapshot(dir: &Path) -> Result<Store, WalError> {
     };
     let (records, good) = read_records(&bytes, &path)?;
     // The snapshot is renamed into place whole: anything short of one good record is damage.
-    let [payload] = records.as_slice() else {
+    let [(_, payload)] = records.as_slice() else {
         return Err(corrupt(format!("{} records", records.len())));
     };
     if good != bytes.len() {
@@ -394,6 +467,63 @@ mod tests {
         let (_, recovered) = Wal::open(dir.path(), 1).unwrap();
         assert_eq!(recovered.store, store);
         assert_eq!(recovered.entries, [entry(3)]);
+    }
+
+    #[test]
+    fn compaction_cuts_the_snapshotted_records_off_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), 1).unwrap();
+        let entries: Vec<Entry> = (1..=5).map(entry).collect();
+        wal.append(&entries).unwrap();
+        let mut store = Store::default();
+        for e in &entries[..3] {
+            store.apply(e);
+        }
+        let before = fs::read(dir.path().join(LOG)).unwrap();
+        let compacted = wal.compact(&store).unwrap();
+        assert_eq!(compacted.records_dropped, 3);
+        let after = fs::read(dir.path().join(LOG)).unwrap();
+        assert_eq!(after, before[compacted.bytes_dropped as usize..]);
+        wal.append(&[entry(6)]).unwrap();
+        wal.sync().unwrap();
+        let (mut wal, recovered) = Wal::open(dir.path(), 1).unwrap();
+        assert_eq!(recovered.store, store);
+        assert_eq!(recovered.entries, [entry(4), entry(5), entry(6)]);
+        // Compacting again (the index was rebuilt on open) leaves only what follows.
+        store.apply(&entry(4));
+        store.apply(&entry(5));
+        assert_eq!(wal.compact(&store).unwrap().records_dropped, 2);
+        drop(wal);
+        let (_, recovered) = Wal::open(dir.path(), 1).unwrap();
+        assert_eq!(recovered.entries, [entry(6)]);
+    }
+
+    #[test]
+    fn a_crash_between_the_snapshot_and_the_log_cut_skips_what_the_snapshot_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), 1).unwrap();
+        wal.append(&[entry(1), entry(2), entry(3)]).unwrap();
+        wal.sync().unwrap();
+        let old_log = fs::read(dir.path().join(LOG)).unwrap();
+        let mut store = Store::default();
+        store.apply(&entry(1));
+        store.apply(&entry(2));
+        wal.compact(&store).unwrap();
+        drop(wal);
+        fs::write(dir.path().join(LOG), old_log).unwrap();
+        let (_, recovered) = Wal::open(dir.path(), 1).unwrap();
+        assert_eq!(recovered.store, store);
+        assert_eq!(recovered.entries, [entry(3)]);
+    }
+
+    #[test]
+    fn a_full_disk_is_an_error_naming_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), 1).unwrap();
+        // /dev/full answers every write with ENOSPC, as a full volume does.
+        wal.log = OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let err = wal.append(&[entry(1)]).unwrap_err().to_string();
+        assert!(err.contains("/log: No space left on device"), "{err}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use primary_standby::client::{Client, ClientError};
 use primary_standby::config::StoreConfig;
 use primary_standby::daemon::{self, Daemon};
 use primary_standby::load::{self, LoadPlan};
+use primary_standby::wal::Wal;
 use proto::{ClusterKey, Connection, FrameCodec, Message, Op, Reply, StoreMessage, Write};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -116,6 +117,8 @@ impl Cluster {
     }
 }
 
+const SNAPSHOT_EVERY: u64 = 30;
+
 fn config(node: &Node, witness: &Path) -> StoreConfig {
     let port = node.addr.rsplit(':').next().unwrap();
     Opts::parse_from([
@@ -128,6 +131,8 @@ fn config(node: &Node, witness: &Path) -> StoreConfig {
         format!("--advertise={}", node.addr),
         format!("--advertise-link=127.0.0.1:{}", node.link_port),
         "--admin-token=secret".to_string(),
+        // Often, so that restarts read a snapshot and a compacted log.
+        format!("--snapshot-every={SNAPSHOT_EVERY}"),
     ])
     .config
 }
@@ -223,6 +228,22 @@ async fn restarted_nodes_lose_nothing_they_acknowledged() {
     }
     for index in 0..3 {
         cluster.stop(index).await;
+    }
+    // Each data dir holds a snapshot and only the log after it.
+    for node in &cluster.nodes {
+        let (_, recovered) = Wal::open(&node.data, node.id).unwrap();
+        let snapshot = recovered.store.applied();
+        assert!(
+            snapshot >= 2 * SNAPSHOT_EVERY,
+            "node {}: snapshot at {snapshot}",
+            node.id
+        );
+        assert!(
+            recovered.entries.len() < 2 * SNAPSHOT_EVERY as usize,
+            "node {}: {} entries in the log after the snapshot at {snapshot}",
+            node.id,
+            recovered.entries.len()
+        );
     }
     for index in 0..3 {
         cluster.run(index).await;

@@ -37,6 +37,9 @@ pub struct NodeConfig {
     pub link_addr: String,
     pub timing: Timing,
     pub limits: Limits,
+    /// Write the applied state as the snapshot (and cut the log) every this many entries;
+    /// 0: only when a snapshot comes from the primary.
+    pub snapshot_every: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +95,8 @@ pub enum Output {
     Persist(Vec<Entry>),
     /// Replace the data dir's contents with this state (a snapshot from the primary).
     InstallSnapshot(Store),
+    /// Write this node's applied state as the snapshot and cut what it holds off the log.
+    Compact(Store),
     ToStandby {
         node: StoreNodeId,
         message: StoreMessage,
@@ -146,6 +151,8 @@ pub struct Node {
     log_base_epoch: u64,
     durable: u64,
     commit: u64,
+    /// The entry the data dir's snapshot was last written at.
+    snapshot_seq: u64,
 
     primary: primary::PrimaryState,
     standby: standby::StandbyState,
@@ -178,6 +185,7 @@ impl Node {
             visiting: None,
             next_visit_ms: now_ms,
             commit: log_base,
+            snapshot_seq: log_base,
             store,
             log: recovered.entries.into(),
             log_base,
@@ -260,6 +268,7 @@ impl Node {
             Input::Reached => self.reached_ms = Some(self.now_ms),
         }
         self.record_lease_end();
+        self.compact_if_due(&mut out);
         out
     }
 
@@ -437,6 +446,16 @@ impl Node {
             let entry = self.log.pop_front().expect("longer than the limit");
             self.log_base = entry.seq;
             self.log_base_epoch = entry.epoch;
+        }
+    }
+
+    /// Snapshots the applied state every `snapshot_every` entries, so the log on disk (and the
+    /// time a restart takes to read it) stays bounded.
+    fn compact_if_due(&mut self, out: &mut Vec<Output>) {
+        let every = self.cfg.snapshot_every;
+        if every > 0 && self.store.applied() >= self.snapshot_seq + every {
+            self.snapshot_seq = self.store.applied();
+            out.push(Output::Compact(self.store.clone()));
         }
     }
 

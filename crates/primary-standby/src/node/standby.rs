@@ -239,6 +239,7 @@ impl Node {
         self.log_base = seq;
         self.log_base_epoch = seq_epoch;
         self.commit = seq;
+        self.snapshot_seq = seq;
         // What was durable here is gone with the old log; the snapshot's install reports back.
         self.durable = 0;
         out.push(Output::InstallSnapshot(self.store.clone()));

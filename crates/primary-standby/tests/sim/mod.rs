@@ -49,6 +49,7 @@ struct Disk {
 enum DiskWrite {
     Entries(Vec<Entry>),
     Snapshot(Store),
+    Compact(Store),
 }
 
 pub struct SimNode {
@@ -157,6 +158,8 @@ fn config(id: StoreNodeId) -> NodeConfig {
         link_addr: format!("store{id}:7301"),
         timing: Timing::default(),
         limits: Limits::default(),
+        // Often, so that restarts in every schedule start from a compacted log.
+        snapshot_every: 25,
     }
 }
 
@@ -346,6 +349,7 @@ impl Sim {
             }
             Output::Persist(entries) => self.write_disk(id, DiskWrite::Entries(entries)),
             Output::InstallSnapshot(store) => self.write_disk(id, DiskWrite::Snapshot(store)),
+            Output::Compact(store) => self.write_disk(id, DiskWrite::Compact(store)),
             Output::ToStandby { node, message } => {
                 if let Some(link) = self.link_between(node, id) {
                     let at = self.now + self.delay();
@@ -475,7 +479,7 @@ impl Sim {
                 let (_, write) = n.writing.pop_front().expect("checked");
                 let through = match &write {
                     DiskWrite::Entries(entries) => entries.last().map_or(0, |e| e.seq),
-                    DiskWrite::Snapshot(store) => store.applied(),
+                    DiskWrite::Snapshot(store) | DiskWrite::Compact(store) => store.applied(),
                 };
                 apply_disk(&mut n.disk, write);
                 let life = n.life;
@@ -1010,6 +1014,16 @@ fn apply_disk(disk: &mut Disk, write: DiskWrite) {
             disk.keys = store.pairs().map(|(k, v)| (k.clone(), v.clone())).collect();
             disk.snapshot = store;
             disk.entries.clear();
+        }
+        DiskWrite::Compact(store) => {
+            disk.entries.retain(|e| e.seq > store.applied());
+            disk.keys = store.pairs().map(|(k, v)| (k.clone(), v.clone())).collect();
+            for entry in &disk.entries {
+                if let Write::Set { key, value } = &entry.write {
+                    disk.keys.insert(key.clone(), value.clone());
+                }
+            }
+            disk.snapshot = store;
         }
     }
 }
