@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod limits;
 pub mod load;
 pub mod node;
+pub mod redis;
 pub mod store;
 pub mod wal;
 pub mod witness;

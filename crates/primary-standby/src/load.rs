@@ -1,5 +1,6 @@
 //! `primary-standby load`: clients writing unique keys at a steady rate through a fault, then
-//! reading every key back. What the chaos scenarios and `scripts/bench-store` measure with.
+//! reading every key back. What the chaos scenarios and `scripts/bench-store` measure with;
+//! `--redis` puts the same workload on a Redis primary + replica, the benchmark's anchor.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -9,6 +10,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::client::{Client, ClientError};
+use crate::redis::RedisConnection;
 use crate::witness::wall_ms;
 
 #[derive(Debug, Clone)]
@@ -24,6 +26,40 @@ pub struct LoadPlan {
     pub verify: bool,
     /// Poll every node's status this often while writing (primaryships, epochs, alerts).
     pub watch: Option<Duration>,
+    /// Write to this Redis primary (SET + WAIT 1 0) instead of the store.
+    pub redis: Option<String>,
+}
+
+/// Where a load client writes: the store, or the Redis anchor.
+enum Writer {
+    Store(Client),
+    Redis(RedisConnection),
+}
+
+impl Writer {
+    async fn connect(plan: &LoadPlan, codec: FrameCodec) -> anyhow::Result<Writer> {
+        Ok(match &plan.redis {
+            Some(addr) => Writer::Redis(RedisConnection::connect(addr).await?),
+            None => Writer::Store(Client::new(plan.nodes.clone(), codec)),
+        })
+    }
+
+    async fn set(&mut self, key: &str, value: &str) -> Result<(), ClientError> {
+        match self {
+            Writer::Store(client) => client.set(key, value).await.map(drop),
+            Writer::Redis(redis) => redis
+                .set_replicated(key, value)
+                .await
+                .map_err(ClientError::Refused),
+        }
+    }
+
+    async fn get(&mut self, key: &str) -> anyhow::Result<Option<String>> {
+        match self {
+            Writer::Store(client) => Ok(client.get(key).await?),
+            Writer::Redis(redis) => redis.get(key).await.map_err(anyhow::Error::msg),
+        }
+    }
 }
 
 /// What one run saw.
@@ -62,7 +98,7 @@ struct Outcome {
     value: String,
     done_ms: u64,
     latency: Duration,
-    result: Result<u64, ClientError>,
+    result: Result<(), ClientError>,
 }
 
 pub async fn run(plan: LoadPlan, codec: FrameCodec) -> anyhow::Result<LoadReport> {
@@ -78,7 +114,7 @@ pub async fn run(plan: LoadPlan, codec: FrameCodec) -> anyhow::Result<LoadReport
         let plan = plan.clone();
         let codec = codec.clone();
         tasks.push(tokio::spawn(async move {
-            let mut client = Client::new(plan.nodes.clone(), codec);
+            let mut writer = Writer::connect(&plan, codec).await?;
             let interval = (plan.rate > 0)
                 .then(|| Duration::from_secs_f64(plan.clients as f64 / plan.rate as f64));
             // Spread the clients' first writes over one interval.
@@ -93,9 +129,9 @@ pub async fn run(plan: LoadPlan, codec: FrameCodec) -> anyhow::Result<LoadReport
                 }
                 n += 1;
                 let key = format!("{}-{index}-{n}", plan.prefix);
-                let value = format!("v{n}-{}", client.id());
+                let value = format!("v{n}-{index}");
                 let begin = Instant::now();
-                let result = client.set(&key, &value).await;
+                let result = writer.set(&key, &value).await;
                 outcomes.push(Outcome {
                     key,
                     value,
@@ -104,16 +140,22 @@ pub async fn run(plan: LoadPlan, codec: FrameCodec) -> anyhow::Result<LoadReport
                     result,
                 });
             }
-            outcomes
+            anyhow::Ok(outcomes)
         }));
     }
     let mut outcomes = Vec::new();
     for task in tasks {
-        outcomes.extend(task.await?);
+        outcomes.extend(task.await??);
     }
     let elapsed = started.elapsed();
-    let mut reader = Client::new(plan.nodes.clone(), codec);
-    reader.deadline = Duration::from_secs(30);
+    let mut reader = match plan.redis {
+        Some(_) => Writer::connect(&plan, codec.clone()).await?,
+        None => {
+            let mut client = Client::new(plan.nodes.clone(), codec.clone());
+            client.deadline = Duration::from_secs(30);
+            Writer::Store(client)
+        }
+    };
     let mut report = LoadReport {
         acked: 0,
         lost: 0,

@@ -114,6 +114,10 @@ struct LoadArgs {
     /// max_primaries_at_once, promoted and alerts.
     #[arg(long, env = "HALAB_WATCH_MS", default_value_t = 0)]
     watch_ms: u64,
+    /// Put the same workload on a Redis primary (host:port) instead, each write a SET + WAIT 1 0
+    /// (acknowledged once a replica has it): the benchmark's anchor.
+    #[arg(long, env = "HALAB_REDIS", conflicts_with = "watch_ms")]
+    redis: Option<String>,
     #[command(flatten)]
     target: Target,
 }
@@ -214,6 +218,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 prefix: format!("load{:x}", rand::random::<u32>()),
                 verify: !args.no_verify,
                 watch: (args.watch_ms > 0).then(|| Duration::from_millis(args.watch_ms)),
+                redis: args.redis,
             };
             let report = load::run(plan, codec).await?;
             println!("{}", serde_json::to_string(&report)?);

@@ -186,6 +186,7 @@ async fn a_stopped_primary_is_replaced_and_no_acknowledged_write_is_lost() {
         prefix: "failover".into(),
         verify: true,
         watch: Some(Duration::from_millis(20)),
+        redis: None,
     };
     let load = tokio::spawn(load::run(plan, cluster.codec.clone()));
     tokio::time::sleep(Duration::from_secs(1)).await;
