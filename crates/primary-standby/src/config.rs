@@ -63,7 +63,7 @@ pub struct StoreConfig {
 
     /// Every this many entries the node writes its state as a snapshot and cuts the log
     /// before it, so the log and a restart's replay stay short. 0: never.
-    #[arg(long, env = "HALAB_SNAPSHOT_EVERY", default_value_t = 10_000)]
+    #[arg(long, env = "HALAB_SNAPSHOT_EVERY", default_value_t = 100_000)]
     pub snapshot_every: u64,
 
     /// The primary sends a keep-alive to each standby after this long without a frame.

@@ -32,7 +32,7 @@ use crate::client::connect;
 use crate::config::{Fsync, StoreConfig};
 use crate::node::{Input, Node, Output};
 use crate::store::Store;
-use crate::wal::{Wal, WalError};
+use crate::wal::{self, Wal};
 use crate::witness::{Change, Witness, wall_ms};
 
 /// How often the node's clock ticks.
@@ -52,8 +52,16 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 enum DiskCommand {
     Append(Vec<proto::Entry>),
+    /// Replace the data dir's contents (a snapshot from the primary).
     Snapshot(Store),
+    /// Write this state as the snapshot, then cut the log before it.
     Compact(Store),
+    /// A compaction's snapshot of entry `seq` is on disk.
+    SnapshotWritten {
+        seq: u64,
+        installs: u64,
+        began: std::time::Instant,
+    },
 }
 
 enum LinkCommand {
@@ -248,7 +256,15 @@ pub async fn start(
     let fsync = config.fsync;
     std::thread::Builder::new()
         .name("store-log".into())
-        .spawn(move || write_log(wal, disk_rx, fsync, &writer_shared))?;
+        .spawn(move || {
+            let writer = LogWriter {
+                wal,
+                fsync,
+                snapshotting: None,
+                installs: 0,
+            };
+            writer.run(disk_rx, &writer_shared)
+        })?;
 
     let mut tasks = JoinSet::new();
     let reporter = shared.clone();
@@ -307,55 +323,112 @@ pub async fn start(
 /// The log writer (a thread: file I/O blocks). Takes everything queued, writes it, syncs once,
 /// and tells the node how far the log is durable. A write that fails stops the process: a
 /// node that cannot make writes durable must not acknowledge any.
-fn write_log(mut wal: Wal, rx: std_mpsc::Receiver<DiskCommand>, fsync: Fsync, shared: &Shared) {
-    while let Ok(first) = rx.recv() {
-        let mut through = 0;
-        let mut result = Ok(());
-        for command in std::iter::once(first).chain(rx.try_iter()) {
-            result = result.and_then(|()| match command {
-                DiskCommand::Append(entries) => {
-                    through = entries.last().map_or(through, |e| e.seq);
-                    wal.append(&entries)
+struct LogWriter {
+    wal: Wal,
+    fsync: Fsync,
+    /// The compaction whose snapshot is being written, on a thread of its own (a large state
+    /// takes a while, and appends must not wait for it).
+    snapshotting: Option<std::thread::JoinHandle<()>>,
+    /// Snapshots installed from the primary so far: a compaction begun before the latest one
+    /// must not cut the log, whose snapshot file it no longer is.
+    installs: u64,
+}
+
+impl LogWriter {
+    fn run(mut self, rx: std_mpsc::Receiver<DiskCommand>, shared: &Shared) {
+        while let Ok(first) = rx.recv() {
+            let mut through = 0;
+            for command in std::iter::once(first).chain(rx.try_iter()) {
+                match command {
+                    DiskCommand::Append(entries) => {
+                        through = entries.last().map_or(through, |e| e.seq);
+                        self.wal.append(&entries).unwrap_or_else(|e| stop(&e));
+                    }
+                    DiskCommand::Snapshot(store) => {
+                        self.wait_for_snapshot();
+                        self.installs += 1;
+                        through = store.applied();
+                        self.wal
+                            .install_snapshot(&store)
+                            .unwrap_or_else(|e| stop(&e));
+                    }
+                    DiskCommand::Compact(store) => self.start_compaction(store, shared),
+                    DiskCommand::SnapshotWritten {
+                        seq,
+                        installs,
+                        began,
+                    } => self.finish_compaction(seq, installs, began),
                 }
-                DiskCommand::Snapshot(store) => {
-                    through = store.applied();
-                    wal.install_snapshot(&store)
-                }
-                DiskCommand::Compact(store) => compact(&mut wal, &store),
-            });
-        }
-        if fsync == Fsync::Always {
-            let began = std::time::Instant::now();
-            result = result.and_then(|()| wal.sync());
-            if began.elapsed() > SLOW_DISK {
-                tracing::warn!(
-                    ms = began.elapsed().as_millis() as u64,
-                    "slow fsync of the log"
-                );
             }
+            if self.fsync == Fsync::Always {
+                let began = std::time::Instant::now();
+                self.wal.sync().unwrap_or_else(|e| stop(&e));
+                if began.elapsed() > SLOW_DISK {
+                    tracing::warn!(
+                        ms = began.elapsed().as_millis() as u64,
+                        "slow fsync of the log"
+                    );
+                }
+            }
+            shared.feed(Input::Persisted { through });
         }
-        if let Err(e) = result {
-            tracing::error!(error = %e, "cannot write the log: stopping, nothing more is acknowledged");
-            eprintln!("error: cannot write the log: {e}");
-            std::process::exit(1);
+    }
+
+    fn wait_for_snapshot(&mut self) {
+        if let Some(thread) = self.snapshotting.take() {
+            thread.join().expect("the snapshot thread does not panic");
         }
-        shared.feed(Input::Persisted { through });
+    }
+
+    /// Writes the state as the snapshot on another thread; it reports back through the
+    /// queue, and the log is cut in order with the appends.
+    fn start_compaction(&mut self, store: Store, shared: &Shared) {
+        self.wait_for_snapshot();
+        let dir = self.wal.dir().to_path_buf();
+        let done = shared.disk.clone();
+        let installs = self.installs;
+        let began = std::time::Instant::now();
+        let thread = std::thread::Builder::new()
+            .name("store-snapshot".into())
+            .spawn(move || {
+                let bytes = wal::write_snapshot(&dir, &store).unwrap_or_else(|e| stop(&e));
+                tracing::info!(
+                    seq = store.applied(),
+                    keys = store.len(),
+                    bytes,
+                    ms = began.elapsed().as_millis() as u64,
+                    "snapshot written"
+                );
+                let _ = done.send(DiskCommand::SnapshotWritten {
+                    seq: store.applied(),
+                    installs,
+                    began,
+                });
+            })
+            .unwrap_or_else(|e| stop(&e));
+        self.snapshotting = Some(thread);
+    }
+
+    fn finish_compaction(&mut self, seq: u64, installs: u64, began: std::time::Instant) {
+        if installs != self.installs {
+            return; // the primary's snapshot replaced it, and the log with it
+        }
+        let compacted = self.wal.cut_log(seq).unwrap_or_else(|e| stop(&e));
+        tracing::info!(
+            seq,
+            log_records_dropped = compacted.records_dropped,
+            log_bytes_dropped = compacted.bytes_dropped,
+            ms = began.elapsed().as_millis() as u64,
+            "log compacted"
+        );
     }
 }
 
-fn compact(wal: &mut Wal, store: &Store) -> Result<(), WalError> {
-    let began = std::time::Instant::now();
-    let compacted = wal.compact(store)?;
-    tracing::info!(
-        seq = store.applied(),
-        keys = store.len(),
-        snapshot_bytes = compacted.snapshot_bytes,
-        log_records_dropped = compacted.records_dropped,
-        log_bytes_dropped = compacted.bytes_dropped,
-        ms = began.elapsed().as_millis() as u64,
-        "snapshot written, log compacted"
-    );
-    Ok(())
+/// The data dir cannot be written: stop before anything more is acknowledged.
+fn stop(e: &dyn std::fmt::Display) -> ! {
+    tracing::error!(error = %e, "cannot write the data dir: stopping, nothing more is acknowledged");
+    eprintln!("error: cannot write the data dir: {e}");
+    std::process::exit(1);
 }
 
 async fn visit_witness(

@@ -32,7 +32,7 @@ pub struct LoadPlan {
 
 /// Where a load client writes: the store, or the Redis anchor.
 enum Writer {
-    Store(Client),
+    Store(Box<Client>),
     Redis(RedisConnection),
 }
 
@@ -40,7 +40,7 @@ impl Writer {
     async fn connect(plan: &LoadPlan, codec: FrameCodec) -> anyhow::Result<Writer> {
         Ok(match &plan.redis {
             Some(addr) => Writer::Redis(RedisConnection::connect(addr).await?),
-            None => Writer::Store(Client::new(plan.nodes.clone(), codec)),
+            None => Writer::Store(Box::new(Client::new(plan.nodes.clone(), codec))),
         })
     }
 
@@ -153,7 +153,7 @@ pub async fn run(plan: LoadPlan, codec: FrameCodec) -> anyhow::Result<LoadReport
         None => {
             let mut client = Client::new(plan.nodes.clone(), codec.clone());
             client.deadline = Duration::from_secs(30);
-            Writer::Store(client)
+            Writer::Store(Box::new(client))
         }
     };
     let mut report = LoadReport {

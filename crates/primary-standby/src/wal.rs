@@ -6,10 +6,11 @@
 //! the middle, which stops the node with the record's number and offset — never skipped, since
 //! what follows it could not be trusted to be the log.
 //!
-//! Compaction keeps the log short: the applied state is written as the snapshot, then the
-//! records it holds are cut off the front of the log (the rest is copied into a new log that is
-//! renamed into place). A crash in between leaves the new snapshot and the old log, whose
-//! records up to the snapshot are skipped on start.
+//! Compaction keeps the log short: the applied state is written as the snapshot
+//! ([`write_snapshot`]), then the records it holds are cut off the front of the log
+//! ([`Wal::cut_log`]: the rest is copied into a new log that is renamed into place). A crash in
+//! between leaves the new snapshot and the old log, whose records up to the snapshot are
+//! skipped on start.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write as _};
@@ -96,7 +97,6 @@ pub struct Wal {
 pub struct Compacted {
     pub records_dropped: usize,
     pub bytes_dropped: u64,
-    pub snapshot_bytes: u64,
 }
 
 impl Wal {
@@ -187,7 +187,7 @@ impl Wal {
     /// the snapshot is written aside, synced and renamed into place before the log is cut, so
     /// a crash in between leaves either the old state or the new one.
     pub fn install_snapshot(&mut self, store: &Store) -> Result<(), WalError> {
-        self.write_snapshot(store)?;
+        write_snapshot(&self.dir, store)?;
         let path = self.log_path();
         self.log.set_len(0).map_err(io_at(&path))?;
         self.records.clear();
@@ -195,15 +195,11 @@ impl Wal {
         self.log.sync_all().map_err(io_at(&path))
     }
 
-    /// Writes `store` (this node's applied state) as the snapshot and cuts the records it
-    /// holds off the log. Everything appended is durable when this returns.
-    pub fn compact(&mut self, store: &Store) -> Result<Compacted, WalError> {
-        let snapshot_bytes = self.write_snapshot(store)?;
-        let dropped = self
-            .records
-            .iter()
-            .take_while(|(seq, _)| *seq <= store.applied())
-            .count();
+    /// Cuts the records up to entry `seq` off the log, once a snapshot holding them is on
+    /// disk ([`write_snapshot`]): the records after it are copied into a new log, which is
+    /// synced and renamed into place. Everything appended is durable when this returns.
+    pub fn cut_log(&mut self, seq: u64) -> Result<Compacted, WalError> {
+        let dropped = self.records.iter().take_while(|(s, _)| *s <= seq).count();
         let cut = self.records.get(dropped).map_or(self.len, |(_, at)| *at);
         let path = self.log_path();
         let mut rest = Vec::with_capacity((self.len - cut) as usize);
@@ -225,31 +221,36 @@ impl Wal {
         Ok(Compacted {
             records_dropped: dropped,
             bytes_dropped: cut,
-            snapshot_bytes,
         })
     }
 
-    /// Writes the snapshot file (aside, synced, renamed into place); returns its size.
-    fn write_snapshot(&self, store: &Store) -> Result<u64, WalError> {
-        let snapshot = SnapshotFile {
-            seq: store.applied(),
-            epoch: store.applied_epoch(),
-            pairs: store.pairs().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            sessions: store.sessions().copied().collect(),
-        };
-        let payload = encode_value(&snapshot).map_err(|e| WalError::Io {
-            path: self.dir.join(SNAPSHOT),
-            source: io::Error::other(e),
-        })?;
-        let mut record = Vec::with_capacity(payload.len() + RECORD_HEADER);
-        push_record(&mut record, &payload);
-        write_atomically(&self.dir, SNAPSHOT, &record)?;
-        Ok(record.len() as u64)
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     fn log_path(&self) -> PathBuf {
         self.dir.join(LOG)
     }
+}
+
+/// Writes `store` as the data dir's snapshot (aside, synced, renamed into place); returns its
+/// size. A compaction calls it from a thread of its own, so the log goes on being written
+/// meanwhile, and then [`Wal::cut_log`].
+pub fn write_snapshot(dir: &Path, store: &Store) -> Result<u64, WalError> {
+    let snapshot = SnapshotFile {
+        seq: store.applied(),
+        epoch: store.applied_epoch(),
+        pairs: store.pairs().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        sessions: store.sessions().copied().collect(),
+    };
+    let payload = encode_value(&snapshot).map_err(|e| WalError::Io {
+        path: dir.join(SNAPSHOT),
+        source: io::Error::other(e),
+    })?;
+    let mut record = Vec::with_capacity(payload.len() + RECORD_HEADER);
+    push_record(&mut record, &payload);
+    write_atomically(dir, SNAPSHOT, &record)?;
+    Ok(record.len() as u64)
 }
 
 /// Appends one record (`len + CRC-32 + payload`) to `buf`.
@@ -480,7 +481,8 @@ mod tests {
             store.apply(e);
         }
         let before = fs::read(dir.path().join(LOG)).unwrap();
-        let compacted = wal.compact(&store).unwrap();
+        write_snapshot(dir.path(), &store).unwrap();
+        let compacted = wal.cut_log(store.applied()).unwrap();
         assert_eq!(compacted.records_dropped, 3);
         let after = fs::read(dir.path().join(LOG)).unwrap();
         assert_eq!(after, before[compacted.bytes_dropped as usize..]);
@@ -492,7 +494,8 @@ mod tests {
         // Compacting again (the index was rebuilt on open) leaves only what follows.
         store.apply(&entry(4));
         store.apply(&entry(5));
-        assert_eq!(wal.compact(&store).unwrap().records_dropped, 2);
+        write_snapshot(dir.path(), &store).unwrap();
+        assert_eq!(wal.cut_log(store.applied()).unwrap().records_dropped, 2);
         drop(wal);
         let (_, recovered) = Wal::open(dir.path(), 1).unwrap();
         assert_eq!(recovered.entries, [entry(6)]);
@@ -508,7 +511,8 @@ mod tests {
         let mut store = Store::default();
         store.apply(&entry(1));
         store.apply(&entry(2));
-        wal.compact(&store).unwrap();
+        write_snapshot(dir.path(), &store).unwrap();
+        wal.cut_log(store.applied()).unwrap();
         drop(wal);
         fs::write(dir.path().join(LOG), old_log).unwrap();
         let (_, recovered) = Wal::open(dir.path(), 1).unwrap();
