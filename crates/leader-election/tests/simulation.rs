@@ -62,7 +62,7 @@ fn a_live_leader_closing_its_links_never_leads_beside_its_successor() {
     for seed in 1..=50 {
         let mut sim = Sim::new(1..=5, seed);
         sim.run_until(PATIENCE, "convergence", Sim::converged);
-        let offset = Duration::from_millis(sim.random(100));
+        let offset = Duration::from_millis(sim.rng.below(100));
         sim.run(offset);
         sim.drop_links_of(5);
         sim.run_until(
@@ -184,8 +184,8 @@ fn random_fault_schedules_never_have_two_leaders() {
         }
         sim.run_until(PATIENCE, "convergence", Sim::converged);
         for _ in 0..12 {
-            let victim = 1 + sim.random(n);
-            let fault = sim.random(10);
+            let victim = 1 + sim.rng.below(n);
+            let fault = sim.rng.below(10);
             tracing::info!(
                 fault,
                 victim,
@@ -207,8 +207,8 @@ fn random_fault_schedules_never_have_two_leaders() {
                 }
                 3 => {}
                 4 => {
-                    let size = 1 + sim.random(n / 2);
-                    let minority: Vec<NodeId> = (0..size).map(|_| 1 + sim.random(n)).collect();
+                    let size = 1 + sim.rng.below(n / 2);
+                    let minority: Vec<NodeId> = (0..size).map(|_| 1 + sim.rng.below(n)).collect();
                     sim.partition(&minority);
                 }
                 5 => sim.drop_a_link(),
@@ -216,15 +216,15 @@ fn random_fault_schedules_never_have_two_leaders() {
                 6 => {
                     let from = match sim.leaders()[..] {
                         [leader] if leader != victim => leader,
-                        _ => 1 + sim.random(n),
+                        _ => 1 + sim.rng.below(n),
                     };
                     sim.deafen(from, victim);
                 }
-                7 => sim.loss = sim.random(30),
-                8 => sim.duplication = sim.random(30),
+                7 => sim.loss = sim.rng.below(30),
+                8 => sim.duplication = sim.rng.below(30),
                 _ => sim.heal(),
             }
-            let pause = Duration::from_millis(200 + sim.random(3000));
+            let pause = Duration::from_millis(200 + sim.rng.below(3000));
             sim.run(pause);
         }
         for id in 1..=n {
@@ -253,7 +253,7 @@ fn a_follower_that_cannot_hear_the_leader_deposes_nobody() {
         sim.min_cluster_size = 5;
         sim.run_until(PATIENCE, "convergence", Sim::converged);
         let term = sim.nodes[&5].node.term();
-        let deaf = 1 + sim.random(4);
+        let deaf = 1 + sim.rng.below(4);
         sim.deafen(5, deaf);
         sim.run(Duration::from_secs(10));
         assert_eq!(sim.leaders(), vec![5], "seed {seed}");
@@ -275,8 +275,8 @@ fn followers_restarted_together_rejoin_under_the_same_leader() {
         let mut sim = Sim::new(1..=5, seed);
         sim.min_cluster_size = 3;
         sim.run_until(PATIENCE, "convergence", Sim::converged);
-        let a = 1 + sim.random(4);
-        let b = 1 + (a + sim.random(3)) % 4;
+        let a = 1 + sim.rng.below(4);
+        let b = 1 + (a + sim.rng.below(3)) % 4;
         sim.restart(a);
         sim.restart(b);
         assert_eq!(sim.nodes[&a].node.membership().len(), 5, "restored");
@@ -299,8 +299,8 @@ fn with_the_full_size_as_minimum_a_partitioned_bootstrap_never_elects_twice() {
         for id in 1..=n {
             sim.add(id);
         }
-        let size = 1 + sim.random(n / 2 + 1);
-        let minority: Vec<NodeId> = (0..size).map(|_| 1 + sim.random(n)).collect();
+        let size = 1 + sim.rng.below(n / 2 + 1);
+        let minority: Vec<NodeId> = (0..size).map(|_| 1 + sim.rng.below(n)).collect();
         sim.partition(&minority);
         sim.run(Duration::from_secs(8));
         sim.heal();

@@ -46,15 +46,16 @@ impl SimRng {
     }
 }
 
-/// Deliveries waiting for their time. Those due at the same step come out in the order they
-/// were scheduled, so that a sender's messages on one connection stay in order.
+/// Deliveries waiting for their time (virtual milliseconds, or any ordered instant). Those due
+/// at the same step come out in the order they were scheduled, so that a sender's messages on
+/// one connection stay in order.
 #[derive(Debug)]
-pub struct Schedule<T> {
-    queue: Vec<(u64, u64, T)>,
+pub struct Schedule<T, At = u64> {
+    queue: Vec<(At, u64, T)>,
     next: u64,
 }
 
-impl<T> Default for Schedule<T> {
+impl<T, At> Default for Schedule<T, At> {
     fn default() -> Self {
         Schedule {
             queue: Vec::new(),
@@ -63,14 +64,14 @@ impl<T> Default for Schedule<T> {
     }
 }
 
-impl<T> Schedule<T> {
-    pub fn push(&mut self, at: u64, item: T) {
+impl<T, At: Ord + Copy> Schedule<T, At> {
+    pub fn push(&mut self, at: At, item: T) {
         self.queue.push((at, self.next, item));
         self.next += 1;
     }
 
     /// Everything due at or before `now`, earliest first (ties in scheduling order).
-    pub fn due(&mut self, now: u64) -> Vec<T> {
+    pub fn due(&mut self, now: At) -> Vec<T> {
         let (mut due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.queue)
             .into_iter()
             .partition(|(at, _, _)| *at <= now);

@@ -12,6 +12,7 @@ use std::time::Duration;
 use leader_election::colouring::greens_needed;
 use leader_election::node::{Durable, Input, Node, NodeConfig, Output, Timing};
 use proto::{Colour, ElectionMessage, NodeId};
+use testkit::sim::{Schedule, SimRng};
 use tokio::time::Instant;
 
 const STEP: Duration = Duration::from_millis(10);
@@ -59,14 +60,13 @@ pub struct Sim {
     pub start: Instant,
     pub now: Instant,
     pub nodes: BTreeMap<NodeId, SimNode>,
-    queue: Vec<(Instant, Delivery)>,
+    queue: Schedule<Delivery, Instant>,
     /// Deliveries held for paused nodes, released on resume.
     held: Vec<Delivery>,
     /// Open links: follower → leader.
     links: BTreeMap<NodeId, NodeId>,
-    rng: u64,
-    /// Printed with every failure, so that it can be replayed.
-    seed: u64,
+    /// Seeded: its seed is printed with every failure, so that it can be replayed.
+    pub rng: SimRng,
     pub min_cluster_size: usize,
     /// Directed (from, to) pairs whose datagrams are dropped: one-way partitions.
     deaf: BTreeSet<(NodeId, NodeId)>,
@@ -105,11 +105,10 @@ impl Sim {
             start,
             now: start,
             nodes: BTreeMap::new(),
-            queue: Vec::new(),
+            queue: Schedule::default(),
             held: Vec::new(),
             links: BTreeMap::new(),
-            rng: seed.max(1),
-            seed,
+            rng: SimRng::new(seed),
             min_cluster_size: 3,
             deaf: BTreeSet::new(),
             loss: 0,
@@ -143,15 +142,8 @@ impl Sim {
         );
     }
 
-    pub fn random(&mut self, below: u64) -> u64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng % below
-    }
-
     fn delay(&mut self) -> Duration {
-        Duration::from_millis(1 + self.random(15))
+        Duration::from_millis(1 + self.rng.below(15))
     }
 
     fn connected(&self, a: NodeId, b: NodeId) -> bool {
@@ -177,20 +169,20 @@ impl Sim {
         for output in outputs {
             let delivery = match output {
                 Output::Broadcast(message) => {
-                    if self.random(100) < self.duplication {
+                    if self.rng.chance(self.duplication) {
                         let at = self.now + self.delay();
                         let message = message.clone();
-                        self.queue.push((at, Delivery::Broadcast { from, message }));
+                        self.queue.push(at, Delivery::Broadcast { from, message });
                     }
                     Delivery::Broadcast { from, message }
                 }
                 Output::SendTo(to, message) => {
                     let to = id_of(to);
-                    if self.random(100) < self.duplication {
+                    if self.rng.chance(self.duplication) {
                         let at = self.now + self.delay();
                         let message = message.clone();
                         self.queue
-                            .push((at, Delivery::Datagram { to, from, message }));
+                            .push(at, Delivery::Datagram { to, from, message });
                     }
                     Delivery::Datagram { to, from, message }
                 }
@@ -208,7 +200,7 @@ impl Sim {
                 }
             };
             let at = self.now + self.delay();
-            self.queue.push((at, delivery));
+            self.queue.push(at, delivery);
         }
     }
 
@@ -230,7 +222,7 @@ impl Sim {
                 }
             }
             Delivery::Datagram { to, from, message } => {
-                if !self.hears(from, to) || self.random(100) < self.loss {
+                if !self.hears(from, to) || self.rng.chance(self.loss) {
                     return;
                 }
                 if self.nodes[&to].health == Health::Paused {
@@ -269,7 +261,7 @@ impl Sim {
                 };
                 let at = self.now + self.delay();
                 self.queue
-                    .push((at, Delivery::JoinAnswer { follower, input }));
+                    .push(at, Delivery::JoinAnswer { follower, input });
             }
             Delivery::LinkClosed { follower, leader } => self.deliver_link_closed(follower, leader),
             Delivery::JoinAnswer { follower, input } => {
@@ -309,7 +301,7 @@ impl Sim {
         if !same_side {
             // TCP retransmits the FIN until the partition heals.
             let at = self.now + Duration::from_millis(100);
-            self.queue.push((at, closed));
+            self.queue.push(at, closed);
             return;
         }
         match self.nodes[&follower].health {
@@ -332,13 +324,13 @@ impl Sim {
         for follower in followers {
             self.links.remove(&follower);
             let at = self.now + self.delay();
-            self.queue.push((
+            self.queue.push(
                 at,
                 Delivery::LinkClosed {
                     follower,
                     leader: id,
                 },
-            ));
+            );
         }
     }
 
@@ -353,7 +345,7 @@ impl Sim {
         if candidates.is_empty() {
             return;
         }
-        let (follower, leader) = candidates[self.random(candidates.len() as u64) as usize];
+        let (follower, leader) = candidates[self.rng.below(candidates.len() as u64) as usize];
         self.drop_link(follower, leader);
     }
 
@@ -380,17 +372,13 @@ impl Sim {
         self.links.remove(&follower);
         let at = self.now + self.delay();
         self.queue
-            .push((at, Delivery::LinkClosed { follower, leader }));
+            .push(at, Delivery::LinkClosed { follower, leader });
     }
 
     fn step(&mut self) {
         self.now += STEP;
         let now = self.now;
-        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.queue)
-            .into_iter()
-            .partition(|(at, _)| *at <= now);
-        self.queue = later;
-        for (_, delivery) in due {
+        for delivery in self.queue.due(now) {
             self.deliver(delivery);
         }
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
@@ -404,7 +392,7 @@ impl Sim {
             leaders <= 1,
             "two leaders at once at {:?} (seed {}): {:?}{}",
             now.duration_since(self.start),
-            self.seed,
+            self.rng.seed(),
             self.leaders(),
             self.describe()
         );
@@ -429,7 +417,7 @@ impl Sim {
             assert!(
                 self.now.duration_since(started) < limit,
                 "no {what} within {limit:?} (seed {}): {}",
-                self.seed,
+                self.rng.seed(),
                 self.describe()
             );
             self.step();
@@ -450,7 +438,7 @@ impl Sim {
         let was = self.nodes[&id].health;
         self.nodes.get_mut(&id).expect("node exists").health = health;
         if was == Health::Paused && health == Health::Up {
-            if self.tick_first_on_resume && self.random(2) == 0 {
+            if self.tick_first_on_resume && self.rng.below(2) == 0 {
                 self.feed(id, Input::Tick);
             }
             for delivery in std::mem::take(&mut self.held) {
@@ -545,7 +533,7 @@ impl Sim {
                 "node {a} led until {:?}, node {b} from {:?} (seed {})",
                 until.duration_since(self.start),
                 from.duration_since(self.start),
-                self.seed
+                self.rng.seed()
             );
         }
     }
