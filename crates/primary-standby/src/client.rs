@@ -19,6 +19,10 @@ pub const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(200);
 /// A node that failed a try is not followed by a redirect for this long: standbys keep
 /// redirecting to a dead or paused primary until one of them has taken its place.
 const SUSPECT_FOR: Duration = Duration::from_secs(1);
+/// A primary that let a try time out is asked for its status this patiently: a live one
+/// answers at once (it is only waiting for a standby, or for the witness to drop one), a
+/// paused one does not.
+const ALIVE_PROBE: Duration = Duration::from_millis(50);
 /// The pause before trying again after "unavailable" or a failed connection.
 const RETRY_PAUSE: Duration = Duration::from_millis(5);
 
@@ -144,6 +148,12 @@ impl Client {
                 Ok(Reply::Unavailable { reason }) => last = format!("{target}: {reason}"),
                 Ok(Reply::Invalid { reason }) => return Err(ClientError::Refused(reason)),
                 Ok(reply) => return Ok(reply),
+                Err(e) if e.is::<NoAnswer>() && self.serving_primary(&target).await => {
+                    // Slow, not gone: the same request again (it is not applied twice).
+                    last = format!("{target}: {e} (alive: trying again)");
+                    self.conn = None;
+                    continue;
+                }
                 Err(e) => {
                     last = format!("{target}: {e}");
                     self.conn = None;
@@ -173,6 +183,13 @@ impl Client {
             }
         }
         self.nodes[self.next_node % self.nodes.len()].clone()
+    }
+
+    /// Whether `node` answers a status request at once as the primary.
+    async fn serving_primary(&self, node: &str) -> bool {
+        tokio::time::timeout(ALIVE_PROBE, self.status(node))
+            .await
+            .is_ok_and(|status| status.is_ok_and(|s| s.role == "primary"))
     }
 
     fn is_suspect(&self, node: &str) -> bool {
@@ -227,12 +244,17 @@ impl Client {
     }
 }
 
+/// A try that got no answer within [`ATTEMPT_TIMEOUT`].
+#[derive(Debug, thiserror::Error)]
+#[error("no answer within {ATTEMPT_TIMEOUT:?}")]
+struct NoAnswer;
+
 async fn exchange(conn: &mut Connection, message: Message, request: u64) -> anyhow::Result<Reply> {
     conn.send(0, message).await?;
     loop {
         let frame = tokio::time::timeout(ATTEMPT_TIMEOUT, conn.read_frame())
             .await
-            .map_err(|_| anyhow::anyhow!("no answer within {ATTEMPT_TIMEOUT:?}"))??;
+            .map_err(|_| NoAnswer)??;
         match frame.map(|f| f.message) {
             Some(Message::Store(StoreMessage::Reply { request: r, reply })) if r == request => {
                 return Ok(reply);

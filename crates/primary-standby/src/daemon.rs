@@ -126,6 +126,9 @@ impl Shared {
             Output::Follow { primary, link } => {
                 self.follow.send_replace(Some((primary, link)));
             }
+            Output::StopFollowing => {
+                self.follow.send_replace(None);
+            }
             Output::ToPrimary(message) => {
                 let conn = self.primary_conn.load(Ordering::SeqCst);
                 let _ = self.to_primary.send((conn, message));

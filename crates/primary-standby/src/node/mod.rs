@@ -110,6 +110,8 @@ pub enum Output {
         primary: StoreNodeId,
         link: String,
     },
+    /// Close the replication link to the primary this node followed (it is primary now).
+    StopFollowing,
     ToPrimary(StoreMessage),
     /// Visit the witness now, making this change if it is still against the latest version;
     /// renewing this node's slot unless `renew` is false (an isolated primary lets it age).

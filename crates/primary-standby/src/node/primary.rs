@@ -58,6 +58,9 @@ impl Node {
             serve_from_ms: rules::serve_from(previous_slot, self.now_ms, &timing),
             ..PrimaryState::default()
         };
+        if self.standby.following.is_some() {
+            out.push(Output::StopFollowing);
+        }
         self.standby = Default::default();
         // Everything in this node's log is now the log: entries it had not seen committed
         // were perhaps acknowledged by the previous primary, and they commit now (no standby

@@ -135,6 +135,9 @@ impl Node {
     }
 
     pub(super) fn primary_connected(&mut self, out: &mut Vec<Output>) {
+        if self.role == Role::Primary {
+            return; // a link made before this node was promoted
+        }
         self.standby.link_up = true;
         self.standby.heard_ms = self.now_ms;
         out.push(Output::ToPrimary(StoreMessage::Join {

@@ -363,16 +363,9 @@ impl Sim {
                     self.close_link(link);
                 }
             }
+            Output::StopFollowing => self.close_links_of_standby(id),
             Output::Follow { primary, .. } => {
-                let old: Vec<u64> = self
-                    .links
-                    .iter()
-                    .filter(|(_, l)| l.standby == id)
-                    .map(|(k, _)| *k)
-                    .collect();
-                for link in old {
-                    self.close_link(link);
-                }
+                self.close_links_of_standby(id);
                 let at = self.now + self.delay();
                 self.events.push(
                     at,
@@ -455,6 +448,19 @@ impl Sim {
                     input: Input::StandbyClosed { node: l.standby },
                 },
             );
+        }
+    }
+
+    /// Closes the links on which `id` is the standby.
+    fn close_links_of_standby(&mut self, id: StoreNodeId) {
+        let old: Vec<u64> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.standby == id)
+            .map(|(k, _)| *k)
+            .collect();
+        for link in old {
+            self.close_link(link);
         }
     }
 
