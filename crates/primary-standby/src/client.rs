@@ -120,7 +120,7 @@ impl Client {
         let mut last = String::from("no try yet");
         while Instant::now() < give_up {
             let target = self.target();
-            let result = self.try_once(&target, &op, request).await;
+            let (result, alive) = self.try_watching(&target, &op, request).await;
             if result.is_ok() {
                 self.suspects.remove(&target);
             }
@@ -148,10 +148,11 @@ impl Client {
                 Ok(Reply::Unavailable { reason }) => last = format!("{target}: {reason}"),
                 Ok(Reply::Invalid { reason }) => return Err(ClientError::Refused(reason)),
                 Ok(reply) => return Ok(reply),
-                Err(e) if e.is::<NoAnswer>() && self.serving_primary(&target).await => {
+                Err(e) if e.is::<NoAnswer>() && alive => {
                     // Slow, not gone: the same request again (it is not applied twice).
                     last = format!("{target}: {e} (alive: trying again)");
                     self.conn = None;
+                    self.primary = Some(target);
                     continue;
                 }
                 Err(e) => {
@@ -185,11 +186,22 @@ impl Client {
         self.nodes[self.next_node % self.nodes.len()].clone()
     }
 
-    /// Whether `node` answers a status request at once as the primary.
-    async fn serving_primary(&self, node: &str) -> bool {
-        tokio::time::timeout(ALIVE_PROBE, self.status(node))
-            .await
-            .is_ok_and(|status| status.is_ok_and(|s| s.role == "primary"))
+    /// One try; if it has no answer shortly before it times out, the node is asked meanwhile
+    /// whether it is alive and primary (the second value), so that a slow primary is told from
+    /// a paused one without adding to the wait.
+    async fn try_watching(
+        &mut self,
+        target: &str,
+        op: &Op,
+        request: u64,
+    ) -> (anyhow::Result<Reply>, bool) {
+        let probe = answers_as_primary(self.codec.clone(), target.to_string());
+        let attempt = self.try_once(target, op, request);
+        tokio::pin!(attempt);
+        match tokio::time::timeout(ATTEMPT_TIMEOUT - ALIVE_PROBE, &mut attempt).await {
+            Ok(result) => (result, false),
+            Err(_) => tokio::join!(attempt, probe),
+        }
     }
 
     fn is_suspect(&self, node: &str) -> bool {
@@ -244,6 +256,14 @@ impl Client {
     }
 }
 
+/// Whether `node` answers a status request within [`ALIVE_PROBE`] as the primary.
+async fn answers_as_primary(codec: FrameCodec, node: String) -> bool {
+    let client = Client::new(vec![node.clone()], codec);
+    tokio::time::timeout(ALIVE_PROBE, client.status(&node))
+        .await
+        .is_ok_and(|status| status.is_ok_and(|s| s.role == "primary"))
+}
+
 /// A try that got no answer within [`ATTEMPT_TIMEOUT`].
 #[derive(Debug, thiserror::Error)]
 #[error("no answer within {ATTEMPT_TIMEOUT:?}")]
@@ -283,4 +303,89 @@ pub(crate) async fn connect(addr: &str, codec: FrameCodec) -> anyhow::Result<Con
 
 fn unexpected(reply: Reply) -> ClientError {
     ClientError::Refused(format!("unexpected answer: {reply:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A stand-in node on loopback: answers status as `role`, and every store request with
+    /// `answer(n)` for the connection's n-th request (None: no answer at all).
+    async fn fake_node(
+        role: &'static str,
+        answer: impl Fn(u64) -> Option<Reply> + Send + Sync + 'static,
+    ) -> (String, Arc<AtomicU64>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let requests = Arc::new(AtomicU64::new(0));
+        let (answer, counted) = (Arc::new(answer), requests.clone());
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let (answer, counted) = (answer.clone(), counted.clone());
+                tokio::spawn(async move {
+                    let mut conn = Connection::new(stream, FrameCodec::default()).await?;
+                    while let Some(frame) = conn.read_frame().await? {
+                        let reply = match frame.message {
+                            Message::StatusRequest => {
+                                Message::StoreStatus(Box::new(StoreNodeStatus {
+                                    role: role.into(),
+                                    ..StoreNodeStatus::default()
+                                }))
+                            }
+                            Message::Store(StoreMessage::Request { request, .. }) => {
+                                let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+                                match answer(n) {
+                                    Some(reply) => {
+                                        Message::Store(StoreMessage::Reply { request, reply })
+                                    }
+                                    None => continue,
+                                }
+                            }
+                            _ => continue,
+                        };
+                        conn.send(0, reply).await?;
+                    }
+                    anyhow::Ok(())
+                });
+            }
+        });
+        (addr, requests)
+    }
+
+    #[tokio::test]
+    async fn a_primary_slow_to_answer_but_alive_is_tried_again_not_passed_over() {
+        // The primary holds the first try (waiting to drop a cut-off standby, say) and
+        // answers the retry; a standby would only redirect to it.
+        let (primary, tries) =
+            fake_node("primary", |n| (n >= 2).then_some(Reply::Written { seq: 7 })).await;
+        let target = primary.clone();
+        let (standby, redirected) = fake_node("standby", move |_| {
+            Some(Reply::Redirect {
+                primary: Some(1),
+                addr: Some(target.clone()),
+            })
+        })
+        .await;
+        let mut client = Client::new(vec![primary, standby], FrameCodec::default());
+        assert_eq!(client.set("k", "v").await.unwrap(), 7);
+        assert_eq!(tries.load(Ordering::SeqCst), 2);
+        assert_eq!(redirected.load(Ordering::SeqCst), 0, "asked the standby");
+    }
+
+    #[tokio::test]
+    async fn a_primary_that_does_not_answer_at_all_is_passed_over() {
+        // Paused: its kernel accepts connections, nothing answers, not even a status request.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let paused = listener.local_addr().unwrap().to_string();
+        let (new_primary, _) = fake_node("primary", |_| Some(Reply::Written { seq: 9 })).await;
+        let mut client = Client::new(vec![paused, new_primary], FrameCodec::default());
+        assert_eq!(client.set("k", "v").await.unwrap(), 9);
+        drop(listener);
+    }
 }

@@ -138,7 +138,7 @@ pub struct ClientSession {
 }
 
 /// `primary-standby status --json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StoreNodeStatus {
     pub id: StoreNodeId,
     /// primary | standby | candidate | fenced | starting
