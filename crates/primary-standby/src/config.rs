@@ -19,7 +19,8 @@ pub enum Fsync {
 /// `--lease-ms` for the rule that keeps two primaries from ever serving at once.
 #[derive(Debug, Clone, Args)]
 pub struct StoreConfig {
-    /// This node's id: names it in the witness, the same on every restart (required).
+    /// This node's id (1 or more): names it in the witness, the same on every restart
+    /// (required).
     #[arg(long, env = "HALAB_ID")]
     pub id: Option<StoreNodeId>,
 
@@ -133,12 +134,18 @@ impl StoreConfig {
     }
 
     pub fn node_id(&self) -> anyhow::Result<StoreNodeId> {
-        self.id.ok_or_else(|| {
-            anyhow::anyhow!(
+        match self.id {
+            None => anyhow::bail!(
                 "set --id (HALAB_ID): each store node needs an id of its own that stays the \
                  same across restarts; the witness names nodes by it"
-            )
-        })
+            ),
+            Some(crate::witness::NOBODY) => {
+                anyhow::bail!(
+                    "--id 0 is reserved (a witness record that names nobody): use 1 or more"
+                )
+            }
+            Some(id) => Ok(id),
+        }
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {

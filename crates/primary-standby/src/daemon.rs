@@ -56,6 +56,8 @@ enum DiskCommand {
     Snapshot(Store),
     /// Write this state as the snapshot, then cut the log before it.
     Compact(Store),
+    /// The data dir, new, is this node's now.
+    Mark,
     /// A compaction's snapshot of entry `seq` is on disk.
     SnapshotWritten {
         seq: u64,
@@ -138,6 +140,9 @@ impl Shared {
             }
             // The node logged it; status shows it.
             Output::Alert(_) => {}
+            Output::MarkDataDir => {
+                let _ = self.disk.send(DiskCommand::Mark);
+            }
         }
     }
 
@@ -204,6 +209,7 @@ pub async fn start(
         snapshot_seq = recovered.store.applied(),
         entries = recovered.entries.len(),
         truncated_bytes = recovered.truncated_bytes,
+        fresh = recovered.fresh,
         "recovered the data dir"
     );
     if recovered.truncated_bytes > 0 {
@@ -261,6 +267,7 @@ pub async fn start(
         .name("store-log".into())
         .spawn(move || {
             let writer = LogWriter {
+                id,
                 wal,
                 fsync,
                 snapshotting: None,
@@ -327,6 +334,7 @@ pub async fn start(
 /// and tells the node how far the log is durable. A write that fails stops the process: a
 /// node that cannot make writes durable must not acknowledge any.
 struct LogWriter {
+    id: StoreNodeId,
     wal: Wal,
     fsync: Fsync,
     /// The compaction whose snapshot is being written, on a thread of its own (a large state
@@ -356,6 +364,7 @@ impl LogWriter {
                             .unwrap_or_else(|e| stop(&e));
                     }
                     DiskCommand::Compact(store) => self.start_compaction(store, shared),
+                    DiskCommand::Mark => self.wal.mark(self.id).unwrap_or_else(|e| stop(&e)),
                     DiskCommand::SnapshotWritten {
                         seq,
                         installs,

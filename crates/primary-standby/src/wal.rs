@@ -71,6 +71,8 @@ pub struct Recovered {
     pub entries: Vec<Entry>,
     /// Bytes of a torn last record cut off the log.
     pub truncated_bytes: u64,
+    /// The data dir is new (or was emptied): it holds nothing this node ever acknowledged.
+    pub fresh: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -103,9 +105,10 @@ impl Wal {
     /// Opens (creating) `dir` for node `id` and reads back what it holds.
     pub fn open(dir: &Path, id: StoreNodeId) -> Result<(Wal, Recovered), WalError> {
         fs::create_dir_all(dir).map_err(io_at(dir))?;
-        check_id(dir, id)?;
+        let fresh = check_id(dir, id)?;
         let mut recovered = Recovered {
             store: read_snapshot(dir)?,
+            fresh,
             ..Recovered::default()
         };
         let log_path = dir.join(LOG);
@@ -224,6 +227,11 @@ impl Wal {
         })
     }
 
+    /// Marks a new data dir as node `id`'s (see `check_id`).
+    pub fn mark(&self, id: StoreNodeId) -> Result<(), WalError> {
+        write_atomically(&self.dir, ID, format!("{id}\n").as_bytes())
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -332,8 +340,10 @@ fn read_snapshot(dir: &Path) -> Result<Store, WalError> {
 }
 
 /// The data dir remembers whose it is: a dir mounted on the wrong node would otherwise pass
-/// another node's log off as this one's.
-fn check_id(dir: &Path, id: StoreNodeId) -> Result<(), WalError> {
+/// another node's log off as this one's. True if the dir has no id yet: it is new, and holds
+/// nothing the node acknowledged (the id is written only once the witness does not count the
+/// node for more than this dir holds: [`Wal::mark`]).
+fn check_id(dir: &Path, id: StoreNodeId) -> Result<bool, WalError> {
     let path = dir.join(ID);
     match fs::read_to_string(&path) {
         Ok(text) => {
@@ -349,11 +359,9 @@ fn check_id(dir: &Path, id: StoreNodeId) -> Result<(), WalError> {
             if saved != id {
                 return Err(WalError::WrongNode { path, saved, id });
             }
-            Ok(())
+            Ok(false)
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            write_atomically(dir, ID, format!("{id}\n").as_bytes())
-        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
         Err(e) => Err(io_at(&path)(e)),
     }
 }
@@ -392,6 +400,7 @@ mod tests {
 
     fn write_log(dir: &Path, entries: &[Entry]) {
         let (mut wal, _) = Wal::open(dir, 1).unwrap();
+        wal.mark(1).unwrap();
         wal.append(entries).unwrap();
         wal.sync().unwrap();
     }
@@ -399,9 +408,15 @@ mod tests {
     #[test]
     fn entries_come_back_after_a_restart() {
         let dir = tempfile::tempdir().unwrap();
+        assert!(Wal::open(dir.path(), 1).unwrap().1.fresh);
+        assert!(
+            Wal::open(dir.path(), 1).unwrap().1.fresh,
+            "new until marked"
+        );
         write_log(dir.path(), &[entry(1), entry(2)]);
         write_log(dir.path(), &[entry(3)]);
         let (_, recovered) = Wal::open(dir.path(), 1).unwrap();
+        assert!(!recovered.fresh);
         assert_eq!(recovered.entries, [entry(1), entry(2), entry(3)]);
         assert_eq!(recovered.truncated_bytes, 0);
     }

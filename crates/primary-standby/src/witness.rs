@@ -24,6 +24,10 @@ use proto::StoreNodeId;
 /// Old versions kept for someone reading the history by hand.
 const KEEP_VERSIONS: u64 = 16;
 
+/// The `primary` of a record that names nobody: the primary's data dir was emptied, and it
+/// resigned (see `rules::leave_witness`). Node ids start at 1.
+pub const NOBODY: StoreNodeId = 0;
+
 /// One version of the witness's record.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct WitnessState {

@@ -174,13 +174,68 @@ fn a_primary_cut_off_from_every_network_is_replaced() {
     }
 }
 
+#[test]
+fn a_primary_restarted_with_an_emptied_data_dir_resigns_and_an_in_sync_standby_takes_over() {
+    for seed in 1..=20 {
+        let (mut sim, old) = settled(seed);
+        let acked = sim.acked.len();
+        sim.wipe(old);
+        sim.run(1);
+        sim.start(old);
+        sim.run(2_000);
+        let new = primary(&sim);
+        assert_ne!(
+            new, old,
+            "the emptied node took the primaryship again (seed {seed})"
+        );
+        assert!(sim.acked.len() > acked, "writes go on (seed {seed})");
+        let state = sim.witness_state().expect("claimed");
+        assert!(
+            state.epoch >= 3,
+            "resigned, then promoted: {state:?} (seed {seed})"
+        );
+        assert!(
+            sim.data_marked(old),
+            "marked once out of the record (seed {seed})"
+        );
+        sim.check_final();
+    }
+}
+
+#[test]
+fn an_emptied_standby_is_never_promoted_before_it_has_caught_up() {
+    for seed in 1..=20 {
+        let (mut sim, p) = settled(seed);
+        let emptied = 1 + p % 3;
+        let other = 6 - p - emptied;
+        sim.wipe(emptied);
+        sim.start(emptied);
+        // The primary dies before the emptied standby can have caught up: only the other may
+        // take over, though the witness still counted both in sync a moment ago.
+        sim.run(5);
+        sim.kill(p);
+        sim.run(1_500);
+        assert_eq!(primary(&sim), other, "seed {seed}");
+        sim.check_final();
+        sim.start(p);
+        sim.run(2_000);
+        let state = sim.witness_state().expect("claimed");
+        assert!(
+            state.in_sync.contains(&emptied) && state.in_sync.contains(&p),
+            "both back in sync once caught up: {state:?} (seed {seed})"
+        );
+        sim.check_final();
+    }
+}
+
 /// One random schedule: faults for a while, then everything healed and checked.
 fn random_schedule(seed: u64) {
     let mut sim = Sim::new(3, 3, seed);
     sim.run(1_000);
+    let mut wiped = false;
     for _ in 0..12 {
         let node = 1 + sim.rng.below(3);
-        let fault = sim.rng.below(8);
+        let fault = sim.rng.below(9);
         if std::env::var("HALAB_SIM_TRACE").is_ok() {
             eprintln!(
                 "{} ms: fault {fault} on node {node}\n{}",
@@ -201,6 +256,11 @@ fn random_schedule(seed: u64) {
             6 => {
                 let other = 1 + (node + sim.rng.below(2)) % 3;
                 sim.cut_link(node, other);
+            }
+            // Once, and only where another copy of every acknowledged write is left.
+            7 if !wiped && sim.another_copy_than(node) => {
+                wiped = true;
+                sim.wipe(node);
             }
             _ => sim.heal(),
         }

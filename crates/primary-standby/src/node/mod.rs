@@ -18,7 +18,7 @@ pub use rules::Timing;
 use crate::limits::Limits;
 use crate::store::Store;
 use crate::wal::Recovered;
-use crate::witness::{Change, Visit, WitnessState};
+use crate::witness::{Change, NOBODY, Visit, WitnessState};
 
 /// Entries kept in memory after they are applied, for standbys to catch up from without a
 /// snapshot.
@@ -121,6 +121,8 @@ pub enum Output {
     },
     /// Something the operator should know (also kept for `status`).
     Alert(String),
+    /// The data dir, new, is this node's now (it is out of the witness's record).
+    MarkDataDir,
 }
 
 /// What a visit in flight was for.
@@ -128,9 +130,13 @@ pub enum Output {
 enum Purpose {
     Look,
     Claim,
-    Promote { previous: StoreNodeId },
+    Promote {
+        previous: StoreNodeId,
+    },
     Drop(StoreNodeId),
     Add(StoreNodeId),
+    /// A new data dir takes the node out of the witness's record.
+    Leave,
 }
 
 #[derive(Debug)]
@@ -155,6 +161,11 @@ pub struct Node {
     commit: u64,
     /// The entry the data dir's snapshot was last written at.
     snapshot_seq: u64,
+    /// The data dir is new (emptied, replaced) and not yet marked as this node's: the witness
+    /// may still name the node primary or count it in sync from before, which its empty log
+    /// no longer is. It takes itself out of the witness first ([`rules::leave_witness`]),
+    /// and only then marks the data dir; meanwhile it neither promotes nor claims.
+    fresh: bool,
 
     primary: primary::PrimaryState,
     standby: standby::StandbyState,
@@ -188,6 +199,7 @@ impl Node {
             next_visit_ms: now_ms,
             commit: log_base,
             snapshot_seq: log_base,
+            fresh: recovered.fresh,
             store,
             log: recovered.entries.into(),
             log_base,
@@ -312,6 +324,13 @@ impl Node {
         self.witness_ok_ms = Some(visit.started_ms);
         self.others = visit.slots.keys().filter(|id| **id != self.cfg.id).count();
         let Some(state) = visit.state.clone() else {
+            if self.fresh {
+                // Nobody was ever primary, so nothing was ever acknowledged: any data dir
+                // holds all of it. (Marked before the claim is made; a crash in between leaves
+                // a dir that resigns the claim: see the README.)
+                self.fresh = false;
+                out.push(Output::MarkDataDir);
+            }
             // Nobody has claimed the witness: the first to claim it is primary (seed 003).
             if self.visiting.is_none() {
                 let change = Change {
@@ -346,6 +365,7 @@ impl Node {
         }
         match self.role {
             Role::Primary => self.primary_visited(&state, &visit, out),
+            _ if self.fresh => self.leave_witness(&state, &visit, purpose, out),
             Role::Starting | Role::Standby | Role::Candidate if state.primary == self.cfg.id => {
                 // Named primary by a change this process cannot have acted on: made before a
                 // restart, or by a visit whose answer was an error after the change was made.
@@ -366,6 +386,51 @@ impl Node {
             }
             Role::Starting | Role::Standby | Role::Candidate => {
                 self.standby_visited(&state, &visit, out)
+            }
+        }
+    }
+
+    /// A new data dir: out of the witness's record first (a change per visit until one
+    /// succeeds), then the dir is marked as this node's; a standby meanwhile.
+    fn leave_witness(
+        &mut self,
+        state: &WitnessState,
+        visit: &Visit,
+        purpose: Purpose,
+        out: &mut Vec<Output>,
+    ) {
+        if self.role != Role::Standby {
+            self.role = Role::Standby;
+        }
+        match rules::leave_witness(self.cfg.id, state) {
+            Some(next) => {
+                if purpose != Purpose::Leave || visit.changed != Some(false) {
+                    self.alert(
+                        format!(
+                            "this node's data dir is new: taking it out of the witness (it \
+                             named it {}) so that it is never counted for what it no longer holds",
+                            if state.primary == self.cfg.id {
+                                "primary"
+                            } else {
+                                "in sync"
+                            }
+                        ),
+                        out,
+                    );
+                }
+                let change = Change {
+                    expected: state.version,
+                    next,
+                };
+                self.visit(Purpose::Leave, Some(change), out);
+            }
+            None => {
+                tracing::info!(
+                    "the witness does not count this node: its new data dir is marked as its own"
+                );
+                self.fresh = false;
+                out.push(Output::MarkDataDir);
+                self.standby_visited(state, visit, out);
             }
         }
     }
@@ -413,7 +478,7 @@ impl Node {
 
     fn redirect(&self) -> Reply {
         match &self.witness {
-            Some(w) if w.primary != self.cfg.id => Reply::Redirect {
+            Some(w) if w.primary != self.cfg.id && w.primary != NOBODY => Reply::Redirect {
                 primary: Some(w.primary),
                 addr: Some(w.primary_addr.clone()),
             },
@@ -526,8 +591,16 @@ impl Node {
             id: self.cfg.id,
             role: role.into(),
             epoch: self.epoch,
-            primary: self.witness.as_ref().map(|w| w.primary),
-            primary_addr: self.witness.as_ref().map(|w| w.primary_addr.clone()),
+            primary: self
+                .witness
+                .as_ref()
+                .map(|w| w.primary)
+                .filter(|p| *p != NOBODY),
+            primary_addr: self
+                .witness
+                .as_ref()
+                .filter(|w| w.primary != NOBODY)
+                .map(|w| w.primary_addr.clone()),
             in_sync: self
                 .witness
                 .as_ref()

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use proto::StoreNodeId;
 
-use crate::witness::WitnessState;
+use crate::witness::{NOBODY, WitnessState};
 
 /// The timers the rules use (milliseconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,14 +45,18 @@ pub enum Promotion {
     PrimaryAlive { primary: StoreNodeId, age_ms: u64 },
     /// The primary dropped this node from the in-sync set: it may lack acknowledged writes.
     NotInSync,
+    /// The witness counts this node in sync, but its data dir is new (emptied, replaced) and it
+    /// has not caught up with a primary since: it lacks what the witness thinks it holds.
+    NewDataDir,
     /// Promote: the witness state to create (the next epoch, this node primary, nobody in sync
     /// until the others have caught up with it).
     Promote(WitnessState),
 }
 
 /// The rule of seed 003, made safe: a standby that lost its primary promotes only if the
-/// witness shows the primary silent past its lease and a margin, and only if the witness
-/// counts this standby in sync.
+/// witness shows the primary silent past its lease and a margin, only if the witness counts
+/// this standby in sync, and only if its log is the one the witness counted (`log_trusted`:
+/// not a new data dir that has not caught up since).
 pub fn promotion(
     me: StoreNodeId,
     addrs: (&str, &str),
@@ -60,6 +64,7 @@ pub fn promotion(
     slots: &BTreeMap<StoreNodeId, u64>,
     now_ms: u64,
     timing: &Timing,
+    log_trusted: bool,
 ) -> Promotion {
     let age_ms = slots
         .get(&state.primary)
@@ -73,6 +78,9 @@ pub fn promotion(
     if !state.in_sync.contains(&me) {
         return Promotion::NotInSync;
     }
+    if !log_trusted {
+        return Promotion::NewDataDir;
+    }
     Promotion::Promote(WitnessState {
         version: state.version + 1,
         epoch: state.epoch + 1,
@@ -81,6 +89,37 @@ pub fn promotion(
         primary_link: addrs.1.to_string(),
         in_sync: Vec::new(),
     })
+}
+
+/// What a node whose data dir is new changes in the witness before anything else: the record
+/// without it, since its log no longer holds what the record counts it for. Named primary →
+/// the next epoch names nobody (an in-sync standby then promotes: nobody's slot is fresh);
+/// counted in sync → the same epoch without it. None: the record does not count it.
+pub fn leave_witness(me: StoreNodeId, state: &WitnessState) -> Option<WitnessState> {
+    let in_sync: Vec<StoreNodeId> = state
+        .in_sync
+        .iter()
+        .copied()
+        .filter(|id| *id != me)
+        .collect();
+    if state.primary == me {
+        Some(WitnessState {
+            version: state.version + 1,
+            epoch: state.epoch + 1,
+            primary: NOBODY,
+            primary_addr: String::new(),
+            primary_link: String::new(),
+            in_sync,
+        })
+    } else if in_sync.len() != state.in_sync.len() {
+        Some(WitnessState {
+            version: state.version + 1,
+            in_sync,
+            ..state.clone()
+        })
+    } else {
+        None
+    }
 }
 
 /// When a node that just became primary may serve: once any lease the previous primary could
@@ -156,6 +195,25 @@ mod tests {
     }
 
     #[test]
+    fn a_new_data_dir_takes_its_node_out_of_the_witness() {
+        let s = state(1, &[2, 3]);
+        let Some(resigned) = leave_witness(1, &s) else {
+            panic!("a primary with an emptied data dir resigns");
+        };
+        assert_eq!(
+            (resigned.version, resigned.epoch, resigned.primary),
+            (6, 4, NOBODY)
+        );
+        assert_eq!(resigned.in_sync, [2, 3]);
+        let Some(left) = leave_witness(3, &s) else {
+            panic!("a standby counted in sync leaves the set");
+        };
+        assert_eq!((left.version, left.epoch, left.primary), (6, 3, 1));
+        assert_eq!(left.in_sync, [2]);
+        assert_eq!(leave_witness(4, &s), None, "not counted: nothing to change");
+    }
+
+    #[test]
     fn a_standby_promotes_only_in_sync_and_after_the_lease_and_margin() {
         let t = Timing::default();
         let dead_after = t.lease_ms + t.lease_margin_ms;
@@ -163,13 +221,14 @@ mod tests {
         let addrs = ("me:1", "me:2");
         let s = state(1, &[2, 3]);
         assert_eq!(
-            promotion(2, addrs, &s, &slots, 1_000 + dead_after, &t),
+            promotion(2, addrs, &s, &slots, 1_000 + dead_after, &t, true),
             Promotion::PrimaryAlive {
                 primary: 1,
                 age_ms: dead_after
             }
         );
-        let Promotion::Promote(next) = promotion(2, addrs, &s, &slots, 1_001 + dead_after, &t)
+        let Promotion::Promote(next) =
+            promotion(2, addrs, &s, &slots, 1_001 + dead_after, &t, true)
         else {
             panic!("a primary silent past lease + margin is replaced");
         };
@@ -178,16 +237,30 @@ mod tests {
         assert_eq!(next.primary_addr, "me:1");
         // Out of sync: never, however dead the primary (and while it lives, the link is down).
         assert_eq!(
-            promotion(4, addrs, &s, &slots, u64::MAX / 2, &t),
+            promotion(4, addrs, &s, &slots, u64::MAX / 2, &t, true),
             Promotion::NotInSync
         );
         assert!(matches!(
-            promotion(4, addrs, &s, &slots, 1_000, &t),
+            promotion(4, addrs, &s, &slots, 1_000, &t, true),
             Promotion::PrimaryAlive { .. }
+        ));
+        // A new data dir the witness still counts: not until it has caught up.
+        assert_eq!(
+            promotion(2, addrs, &s, &slots, 1_001 + dead_after, &t, false),
+            Promotion::NewDataDir
+        );
+        // A primary that resigned (its data dir was emptied): nobody's slot is fresh.
+        let resigned = WitnessState {
+            primary: NOBODY,
+            ..s.clone()
+        };
+        assert!(matches!(
+            promotion(2, addrs, &resigned, &slots, 1_000, &t, true),
+            Promotion::Promote(_)
         ));
         // No slot at all: the primary never visited; it is not alive.
         assert!(matches!(
-            promotion(2, addrs, &s, &BTreeMap::new(), 5, &t),
+            promotion(2, addrs, &s, &BTreeMap::new(), 5, &t, true),
             Promotion::Promote(_)
         ));
     }

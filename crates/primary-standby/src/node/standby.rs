@@ -7,7 +7,7 @@ use proto::{ClientSession, StoreMessage, StoreNodeId};
 use super::rules::{self, Promotion};
 use super::{Node, Output, Purpose, Role};
 use crate::store::Store;
-use crate::witness::{Change, Visit, WitnessState};
+use crate::witness::{Change, NOBODY, Visit, WitnessState};
 
 #[derive(Debug, Default)]
 pub(super) struct StandbyState {
@@ -33,6 +33,10 @@ impl Node {
         if self.role == Role::Starting || self.role == Role::Candidate {
             self.role = Role::Standby;
         }
+        if state.primary == NOBODY && self.standby.lost_since.is_none() {
+            // The primary resigned (its data dir was emptied): look for a successor.
+            self.standby.lost_since = Some(self.now_ms);
+        }
         self.follow(state, out);
         if self.standby.lost_since.is_none() {
             return;
@@ -45,6 +49,7 @@ impl Node {
             &visit.slots,
             self.now_ms,
             &self.cfg.timing,
+            !self.fresh,
         ) {
             Promotion::PrimaryAlive { primary, age_ms } => {
                 if self.standby.lost_since.is_some_and(|since| {
@@ -66,6 +71,15 @@ impl Node {
                 self.alert(
                     format!(
                         "primary {} lost, and this node is not in sync: it cannot be promoted",
+                        state.primary
+                    ),
+                    out,
+                );
+            }
+            Promotion::NewDataDir => {
+                self.alert(
+                    format!(
+                        "primary {} lost; this node's data dir is new: it cannot be promoted",
                         state.primary
                     ),
                     out,
@@ -95,7 +109,7 @@ impl Node {
 
     /// Keeps a link to the primary the witness names.
     fn follow(&mut self, state: &WitnessState, out: &mut Vec<Output>) {
-        if state.primary == self.cfg.id {
+        if state.primary == self.cfg.id || state.primary == NOBODY {
             return;
         }
         let target = (state.primary, state.primary_link.clone());
@@ -255,6 +269,7 @@ impl Node {
                 .commit
                 .max(self.standby.primary_commit.min(self.durable));
             self.apply_committed();
+
             out.push(Output::ToPrimary(StoreMessage::Appended {
                 epoch: self.epoch,
                 last_seq: self.durable,

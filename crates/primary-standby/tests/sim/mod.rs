@@ -43,6 +43,9 @@ struct Disk {
     snapshot: Store,
     entries: Vec<Entry>,
     keys: HashMap<String, String>,
+    /// Marked as its node's (a new or emptied one is not, until the node has left the
+    /// witness's record).
+    marked: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -50,6 +53,7 @@ enum DiskWrite {
     Entries(Vec<Entry>),
     Snapshot(Store),
     Compact(Store),
+    Mark,
 }
 
 pub struct SimNode {
@@ -230,6 +234,7 @@ impl Sim {
             store: sim_node.disk.snapshot.clone(),
             entries: sim_node.disk.entries.clone(),
             truncated_bytes: 0,
+            fresh: !sim_node.disk.marked,
         };
         sim_node.life += 1;
         sim_node.health = Health::Up;
@@ -260,6 +265,36 @@ impl Sim {
         for link in closing {
             self.close_link(link);
         }
+    }
+
+    /// Kills the node and empties its data dir (an operator who moved it aside, a volume
+    /// lost); it stays down until started.
+    pub fn wipe(&mut self, id: StoreNodeId) {
+        self.kill(id);
+        self.nodes.get_mut(&id).expect("node exists").disk = Disk::default();
+    }
+
+    /// Whether `id`'s data holds every write the witness could count it for: not emptied, or
+    /// marked again since (the witness's record is then without it).
+    pub fn data_marked(&self, id: StoreNodeId) -> bool {
+        self.nodes[&id].disk.marked
+    }
+
+    /// Whether a node other than `id` holds every acknowledged write for the witness: its
+    /// primary, or a standby it counts in sync, with a data dir not emptied since.
+    pub fn another_copy_than(&self, id: StoreNodeId) -> bool {
+        self.witness_state().is_some_and(|state| {
+            state
+                .in_sync
+                .iter()
+                .chain([&state.primary])
+                .any(|h| *h != id && self.nodes.get(h).is_some_and(|n| n.disk.marked))
+        })
+    }
+
+    /// The witness's latest record, if any.
+    pub fn witness_state(&self) -> Option<&WitnessState> {
+        self.witness.versions.values().next_back()
     }
 
     pub fn pause(&mut self, id: StoreNodeId) {
@@ -404,6 +439,7 @@ impl Sim {
                 );
             }
             Output::Alert(_) => {}
+            Output::MarkDataDir => self.write_disk(id, DiskWrite::Mark),
         }
     }
 
@@ -486,6 +522,7 @@ impl Sim {
                 let through = match &write {
                     DiskWrite::Entries(entries) => entries.last().map_or(0, |e| e.seq),
                     DiskWrite::Snapshot(store) | DiskWrite::Compact(store) => store.applied(),
+                    DiskWrite::Mark => 0,
                 };
                 apply_disk(&mut n.disk, write);
                 let life = n.life;
@@ -895,6 +932,9 @@ impl Sim {
         };
         let mut holders = state.in_sync.clone();
         holders.push(state.primary);
+        // A node whose data dir was emptied counts for nothing until it has left the record
+        // (the protocol's rule; what it checks is that such a node never serves).
+        holders.retain(|id| self.nodes.get(id).is_some_and(|n| n.disk.marked));
         for id in holders {
             let keys = &self.nodes[&id].disk.keys;
             for acked in &self.acked {
@@ -914,7 +954,7 @@ impl Sim {
                 );
             }
         }
-        let Some(primary) = self.nodes[&state.primary].node.as_ref() else {
+        let Some(primary) = self.nodes.get(&state.primary).and_then(|n| n.node.as_ref()) else {
             return;
         };
         if primary.role() != Role::Primary || primary.epoch() != state.epoch {
@@ -1021,6 +1061,7 @@ fn apply_disk(disk: &mut Disk, write: DiskWrite) {
             disk.snapshot = store;
             disk.entries.clear();
         }
+        DiskWrite::Mark => disk.marked = true,
         DiskWrite::Compact(store) => {
             disk.entries.retain(|e| e.seq > store.applied());
             disk.keys = store.pairs().map(|(k, v)| (k.clone(), v.clone())).collect();
