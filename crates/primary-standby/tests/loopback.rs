@@ -258,6 +258,39 @@ async fn restarted_nodes_lose_nothing_they_acknowledged() {
     }
 }
 
+/// The data dir of a node is emptied while it is down (a volume lost): when it starts again
+/// it is never the one that takes over, and it is back in sync after catching up.
+#[tokio::test]
+async fn a_node_whose_data_dir_was_emptied_is_never_promoted_on_it() {
+    let mut cluster = Cluster::start(3, FrameCodec::default()).await;
+    let primary = cluster.primary_with(2).await;
+    let mut client = cluster.client();
+    for i in 0..50 {
+        client.set(&format!("k{i}"), "v").await.unwrap();
+    }
+    // The primary itself, emptied and started again at once: it resigns, a standby takes over.
+    cluster.stop(primary).await;
+    std::fs::remove_dir_all(&cluster.nodes[primary].data).unwrap();
+    cluster.run(primary).await;
+    let new = cluster.primary_with(1).await;
+    assert_ne!(new, primary, "the emptied node took the primaryship again");
+    let mut client = cluster.client();
+    for i in 0..50 {
+        assert_eq!(
+            client.get(&format!("k{i}")).await.unwrap().as_deref(),
+            Some("v")
+        );
+    }
+    // Both others in sync again once the emptied one has caught up.
+    assert_eq!(cluster.primary_with(2).await, new);
+    let status = client.status(&cluster.nodes[primary].addr).await.unwrap();
+    assert_eq!(status.role, "standby", "{status:?}");
+    assert!(
+        status.alerts.iter().any(|a| a.contains("data dir is new")),
+        "{status:?}"
+    );
+}
+
 async fn raw_request(conn: &mut Connection, client: u64, request: u64, op: Op) -> Reply {
     conn.send(
         0,
