@@ -29,10 +29,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::connect;
-use crate::config::{Fsync, StoreConfig};
+use crate::config::StoreConfig;
+use crate::log_writer::{self, DiskCommand};
 use crate::node::{Input, Node, Output};
-use crate::store::Store;
-use crate::wal::{self, Wal};
+use crate::wal::Wal;
 use crate::witness::{Change, Witness, wall_ms};
 
 /// How often the node's clock ticks.
@@ -44,27 +44,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often, and how patiently, a node probes the others over the client network.
 const PROBE_EVERY: Duration = Duration::from_millis(50);
 const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
-/// A log fsync or a witness visit slower than this is logged: it delays acknowledgements, or
-/// eats into the primary's lease.
-const SLOW_DISK: Duration = Duration::from_millis(30);
+/// A witness visit slower than this is logged: it eats into the primary's lease.
+const SLOW_VISIT: Duration = Duration::from_millis(30);
 /// A replication link must say who it is this soon.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
-
-enum DiskCommand {
-    Append(Vec<proto::Entry>),
-    /// Replace the data dir's contents (a snapshot from the primary).
-    Snapshot(Store),
-    /// Write this state as the snapshot, then cut the log before it.
-    Compact(Store),
-    /// The data dir, new, is this node's now.
-    Mark,
-    /// A compaction's snapshot of entry `seq` is on disk.
-    SnapshotWritten {
-        seq: u64,
-        installs: u64,
-        began: std::time::Instant,
-    },
-}
 
 enum LinkCommand {
     Send(StoreMessage),
@@ -262,19 +245,14 @@ pub async fn start(
     });
 
     let writer_shared = shared.clone();
-    let fsync = config.fsync;
-    std::thread::Builder::new()
-        .name("store-log".into())
-        .spawn(move || {
-            let writer = LogWriter {
-                id,
-                wal,
-                fsync,
-                snapshotting: None,
-                installs: 0,
-            };
-            writer.run(disk_rx, &writer_shared)
-        })?;
+    log_writer::spawn(
+        id,
+        wal,
+        config.fsync,
+        disk_rx,
+        shared.disk.clone(),
+        move |through| writer_shared.feed(Input::Persisted { through }),
+    )?;
 
     let mut tasks = JoinSet::new();
     let reporter = shared.clone();
@@ -330,119 +308,6 @@ pub async fn start(
     })
 }
 
-/// The log writer (a thread: file I/O blocks). Takes everything queued, writes it, syncs once,
-/// and tells the node how far the log is durable. A write that fails stops the process: a
-/// node that cannot make writes durable must not acknowledge any.
-struct LogWriter {
-    id: StoreNodeId,
-    wal: Wal,
-    fsync: Fsync,
-    /// The compaction whose snapshot is being written, on a thread of its own (a large state
-    /// takes a while, and appends must not wait for it).
-    snapshotting: Option<std::thread::JoinHandle<()>>,
-    /// Snapshots installed from the primary so far: a compaction begun before the latest one
-    /// must not cut the log, whose snapshot file it no longer is.
-    installs: u64,
-}
-
-impl LogWriter {
-    fn run(mut self, rx: std_mpsc::Receiver<DiskCommand>, shared: &Shared) {
-        while let Ok(first) = rx.recv() {
-            let mut through = 0;
-            for command in std::iter::once(first).chain(rx.try_iter()) {
-                match command {
-                    DiskCommand::Append(entries) => {
-                        through = entries.last().map_or(through, |e| e.seq);
-                        self.wal.append(&entries).unwrap_or_else(|e| stop(&e));
-                    }
-                    DiskCommand::Snapshot(store) => {
-                        self.wait_for_snapshot();
-                        self.installs += 1;
-                        through = store.applied();
-                        self.wal
-                            .install_snapshot(&store)
-                            .unwrap_or_else(|e| stop(&e));
-                    }
-                    DiskCommand::Compact(store) => self.start_compaction(store, shared),
-                    DiskCommand::Mark => self.wal.mark(self.id).unwrap_or_else(|e| stop(&e)),
-                    DiskCommand::SnapshotWritten {
-                        seq,
-                        installs,
-                        began,
-                    } => self.finish_compaction(seq, installs, began),
-                }
-            }
-            if self.fsync == Fsync::Always {
-                let began = std::time::Instant::now();
-                self.wal.sync().unwrap_or_else(|e| stop(&e));
-                if began.elapsed() > SLOW_DISK {
-                    tracing::warn!(
-                        ms = began.elapsed().as_millis() as u64,
-                        "slow fsync of the log"
-                    );
-                }
-            }
-            shared.feed(Input::Persisted { through });
-        }
-    }
-
-    fn wait_for_snapshot(&mut self) {
-        if let Some(thread) = self.snapshotting.take() {
-            thread.join().expect("the snapshot thread does not panic");
-        }
-    }
-
-    /// Writes the state as the snapshot on another thread; it reports back through the
-    /// queue, and the log is cut in order with the appends.
-    fn start_compaction(&mut self, store: Store, shared: &Shared) {
-        self.wait_for_snapshot();
-        let dir = self.wal.dir().to_path_buf();
-        let done = shared.disk.clone();
-        let installs = self.installs;
-        let began = std::time::Instant::now();
-        let thread = std::thread::Builder::new()
-            .name("store-snapshot".into())
-            .spawn(move || {
-                let bytes = wal::write_snapshot(&dir, &store).unwrap_or_else(|e| stop(&e));
-                tracing::info!(
-                    seq = store.applied(),
-                    keys = store.len(),
-                    bytes,
-                    ms = began.elapsed().as_millis() as u64,
-                    "snapshot written"
-                );
-                let _ = done.send(DiskCommand::SnapshotWritten {
-                    seq: store.applied(),
-                    installs,
-                    began,
-                });
-            })
-            .unwrap_or_else(|e| stop(&e));
-        self.snapshotting = Some(thread);
-    }
-
-    fn finish_compaction(&mut self, seq: u64, installs: u64, began: std::time::Instant) {
-        if installs != self.installs {
-            return; // the primary's snapshot replaced it, and the log with it
-        }
-        let compacted = self.wal.cut_log(seq).unwrap_or_else(|e| stop(&e));
-        tracing::info!(
-            seq,
-            log_records_dropped = compacted.records_dropped,
-            log_bytes_dropped = compacted.bytes_dropped,
-            ms = began.elapsed().as_millis() as u64,
-            "log compacted"
-        );
-    }
-}
-
-/// The data dir cannot be written: stop before anything more is acknowledged.
-fn stop(e: &dyn std::fmt::Display) -> ! {
-    tracing::error!(error = %e, "cannot write the data dir: stopping, nothing more is acknowledged");
-    eprintln!("error: cannot write the data dir: {e}");
-    std::process::exit(1);
-}
-
 async fn visit_witness(
     witness: Witness,
     id: StoreNodeId,
@@ -464,7 +329,7 @@ async fn visit_witness(
             .await
             .map_err(|e| e.to_string())
             .and_then(|visit| visit.map_err(|e| format!("{}: {e}", witness.dir().display())));
-        if began.elapsed() > SLOW_DISK {
+        if began.elapsed() > SLOW_VISIT {
             tracing::warn!(
                 ms = began.elapsed().as_millis() as u64,
                 "slow visit to the witness"

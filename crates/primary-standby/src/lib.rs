@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod limits;
 pub mod load;
+mod log_writer;
 pub mod node;
 pub mod redis;
 pub mod store;

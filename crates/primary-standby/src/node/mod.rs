@@ -365,7 +365,7 @@ impl Node {
         }
         match self.role {
             Role::Primary => self.primary_visited(&state, &visit, out),
-            _ if self.fresh => self.leave_witness(&state, &visit, purpose, out),
+            _ if self.fresh => self.leave_witness(&state, &visit, out),
             Role::Starting | Role::Standby | Role::Candidate if state.primary == self.cfg.id => {
                 // Named primary by a change this process cannot have acted on: made before a
                 // restart, or by a visit whose answer was an error after the change was made.
@@ -392,32 +392,22 @@ impl Node {
 
     /// A new data dir: out of the witness's record first (a change per visit until one
     /// succeeds), then the dir is marked as this node's; a standby meanwhile.
-    fn leave_witness(
-        &mut self,
-        state: &WitnessState,
-        visit: &Visit,
-        purpose: Purpose,
-        out: &mut Vec<Output>,
-    ) {
-        if self.role != Role::Standby {
-            self.role = Role::Standby;
-        }
+    fn leave_witness(&mut self, state: &WitnessState, visit: &Visit, out: &mut Vec<Output>) {
+        self.role = Role::Standby;
         match rules::leave_witness(self.cfg.id, state) {
             Some(next) => {
-                if purpose != Purpose::Leave || visit.changed != Some(false) {
-                    self.alert(
-                        format!(
-                            "this node's data dir is new: taking it out of the witness (it \
-                             named it {}) so that it is never counted for what it no longer holds",
-                            if state.primary == self.cfg.id {
-                                "primary"
-                            } else {
-                                "in sync"
-                            }
-                        ),
-                        out,
-                    );
-                }
+                let was = if state.primary == self.cfg.id {
+                    "primary"
+                } else {
+                    "in sync"
+                };
+                self.alert(
+                    format!(
+                        "this node's data dir is new: taking it out of the witness (which counts \
+                         it {was}), so that it is never counted for what it no longer holds"
+                    ),
+                    out,
+                );
                 let change = Change {
                     expected: state.version,
                     next,
