@@ -1,0 +1,88 @@
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::health::Thresholds;
+use crate::poller::{Settings, System, Target};
+
+/// The monitor's settings: what to watch and how often.
+#[derive(Debug, Clone, Args)]
+pub struct MonitorConfig {
+    /// The store's nodes (host:port of their client ports, comma-separated).
+    #[arg(long, env = "HALAB_STORE_NODES", value_delimiter = ',')]
+    pub store_nodes: Vec<String>,
+
+    /// The election's nodes (host:port of their TCP ports, comma-separated).
+    #[arg(long, env = "HALAB_ELECTION_NODES", value_delimiter = ',')]
+    pub election_nodes: Vec<String>,
+
+    /// The dispatcher (host:port of its TCP port).
+    #[arg(long, env = "HALAB_DISPATCHER")]
+    pub dispatcher: Option<String>,
+
+    /// How often every node is checked.
+    #[arg(long, env = "HALAB_POLL_MS", default_value_t = 500)]
+    pub poll_ms: u64,
+
+    /// How soon a node is checked again after a result that disagrees with its state, to
+    /// confirm a change without waiting a whole poll.
+    #[arg(long, env = "HALAB_RETRY_MS", default_value_t = 100)]
+    pub retry_ms: u64,
+
+    /// How long an ICMP echo may take.
+    #[arg(long, env = "HALAB_ICMP_TIMEOUT_MS", default_value_t = 200)]
+    pub icmp_timeout_ms: u64,
+
+    /// How long the service's ping (its status request) may take.
+    #[arg(long, env = "HALAB_SERVICE_TIMEOUT_MS", default_value_t = 300)]
+    pub service_timeout_ms: u64,
+
+    /// Results in a row before a node is up again.
+    #[arg(long, env = "HALAB_RISE", default_value_t = Thresholds::default().rise)]
+    pub rise: u32,
+
+    /// Results in a row before a node is down (one lost ping never is).
+    #[arg(long, env = "HALAB_FALL", default_value_t = Thresholds::default().fall)]
+    pub fall: u32,
+}
+
+impl MonitorConfig {
+    pub fn targets(&self) -> anyhow::Result<Vec<Target>> {
+        let of = |system, addrs: &[String]| {
+            addrs
+                .iter()
+                .filter(|a| !a.is_empty())
+                .map(move |addr| Target {
+                    system,
+                    addr: addr.clone(),
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut targets = of(System::Store, &self.store_nodes);
+        targets.extend(of(System::Election, &self.election_nodes));
+        targets.extend(of(System::Dispatcher, self.dispatcher.as_slice()));
+        anyhow::ensure!(
+            !targets.is_empty(),
+            "nothing to watch: give --store-nodes, --election-nodes or --dispatcher"
+        );
+        Ok(targets)
+    }
+
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        anyhow::ensure!(
+            self.rise >= 1 && self.fall >= 1,
+            "--rise and --fall must be at least 1"
+        );
+        anyhow::ensure!(self.poll_ms > 0, "--poll-ms must be above 0");
+        Ok(Settings {
+            poll: Duration::from_millis(self.poll_ms),
+            retry: Duration::from_millis(self.retry_ms),
+            icmp_timeout: Duration::from_millis(self.icmp_timeout_ms),
+            service_timeout: Duration::from_millis(self.service_timeout_ms),
+            thresholds: Thresholds {
+                rise: self.rise,
+                fall: self.fall,
+            },
+        })
+    }
+}

@@ -1,0 +1,10 @@
+//! halab's monitor (seeds 001, 003, 004): health checks of every node of every system — an
+//! ICMP echo for the machine, the service's own status request for the service — turned into
+//! states by thresholds that keep one lost ping from flapping them.
+//!
+//! [`health`] holds the state machine (pure), [`icmp`] the echo, [`poller`] the loop.
+
+pub mod config;
+pub mod health;
+pub mod icmp;
+pub mod poller;
