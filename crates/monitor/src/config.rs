@@ -1,3 +1,4 @@
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Args;
@@ -44,6 +45,24 @@ pub struct MonitorConfig {
     /// Results in a row before a node is down (one lost ping never is).
     #[arg(long, env = "HALAB_FALL", default_value_t = Thresholds::default().fall)]
     pub fall: u32,
+
+    /// Where the HTTP front door listens (the lab publishes it on the host's 127.0.0.1 only).
+    #[arg(long, env = "HALAB_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
+    pub http_listen: SocketAddr,
+
+    /// The token `POST /admin/kill` must carry as `Authorization: Bearer ...` (the store's
+    /// admin token: it is passed on). Without one, kill is refused.
+    #[arg(long, env = "HALAB_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Largest request body, in bytes; larger ones get 413.
+    #[arg(long, env = "HALAB_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// How long a request to the store keeps trying (through a failover) before the client
+    /// gets 503.
+    #[arg(long, env = "HALAB_DEADLINE_MS", default_value_t = 5000)]
+    pub deadline_ms: u64,
 }
 
 impl MonitorConfig {

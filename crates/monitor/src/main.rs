@@ -1,13 +1,20 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use std::time::Duration;
+
+use anyhow::Context;
 use clap::Parser;
 use monitor::config::MonitorConfig;
+use monitor::front_door::{self, FrontDoor};
+use monitor::gateway::Gateway;
 use monitor::icmp::Pinger;
+use primary_standby::limits::Limits;
 
 /// halab's monitor (seeds 001, 003, 004): checks every node of the lab — an ICMP echo for the
-/// machine, the service's status request for the service — and logs each change of state
-/// (up, service-down, machine-down). Every flag --some-name can also be set as HALAB_SOME_NAME.
+/// machine, the service's status request for the service — and serves the clients' HTTP front
+/// door to the store (/kv, /admin/kill, /ping, /api/status). Every flag --some-name can also
+/// be set as HALAB_SOME_NAME.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
 struct Cli {
@@ -35,19 +42,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             None
         }
     };
-    tracing::info!(
-        nodes = targets.len(),
-        poll_ms = cli.config.poll_ms,
-        "monitor watching"
-    );
-    let _board = monitor::poller::spawn(
-        targets,
-        settings,
-        pinger,
-        cli.common.codec(),
-        shutdown.clone(),
-    );
-    shutdown.cancelled().await;
+    let codec = cli.common.codec();
+    let board = monitor::poller::spawn(targets, settings, pinger, codec.clone(), shutdown.clone());
+    let door = Arc::new(FrontDoor {
+        board,
+        store: Gateway::new(
+            cli.config.store_nodes.clone(),
+            codec,
+            Duration::from_millis(cli.config.deadline_ms),
+        ),
+        admin_token: cli.config.admin_token.clone().filter(|t| !t.is_empty()),
+        limits: Limits::default(),
+    });
+    let app = front_door::router(door, cli.config.max_body_bytes);
+    let listener = tokio::net::TcpListener::bind(cli.config.http_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cli.config.http_listen))?;
+    tracing::info!(http = %cli.config.http_listen, poll_ms = cli.config.poll_ms, "monitor watching and serving");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await?;
     tracing::info!("monitor stopped");
     Ok(())
 }

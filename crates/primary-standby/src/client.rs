@@ -254,6 +254,42 @@ impl Client {
     pub fn nodes(&self) -> &[String] {
         &self.nodes
     }
+
+    /// The address of the node `which` names: `primary` (the highest epoch's), `standby` (any),
+    /// a node id, or host:port as it is.
+    pub async fn find_node(&self, which: &str) -> anyhow::Result<String> {
+        if which.contains(':') {
+            return Ok(which.to_string());
+        }
+        let mut found = Vec::new();
+        for addr in self.nodes() {
+            if let Ok(status) = self.status(addr).await {
+                found.push((addr.clone(), status));
+            }
+        }
+        let pick = match which {
+            "primary" => found
+                .iter()
+                .filter(|(_, s)| s.role == "primary")
+                .max_by_key(|(_, s)| s.epoch),
+            "standby" => found.iter().find(|(_, s)| s.role == "standby"),
+            id => {
+                let id: u64 = id.parse().map_err(|_| {
+                    anyhow::anyhow!(
+                        "a node is primary, standby, a node id or host:port, not {id:?}"
+                    )
+                })?;
+                found.iter().find(|(_, s)| s.id == id)
+            }
+        };
+        pick.map(|(addr, _)| addr.clone()).ok_or_else(|| {
+            anyhow::anyhow!(
+                "no {which} among {} ({} answered)",
+                self.nodes().join(", "),
+                found.len()
+            )
+        })
+    }
 }
 
 /// Whether `node` answers a status request within [`ALIVE_PROBE`] as the primary.

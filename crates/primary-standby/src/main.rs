@@ -179,7 +179,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Command::State { node, target }) => {
             let client = client(&target);
-            let addr = find_node(&client, &node).await?;
+            let addr = client.find_node(&node).await?;
             match client.ask(&addr, Op::State).await? {
                 Reply::State { seq, pairs } => {
                     let map: serde_json::Map<String, serde_json::Value> = pairs
@@ -199,7 +199,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             target,
         }) => {
             let client = client(&target);
-            let addr = find_node(&client, &node).await?;
+            let addr = client.find_node(&node).await?;
             match client.ask(&addr, Op::Kill { token: admin_token }).await? {
                 Reply::Killed => {
                     println!("{addr} killed");
@@ -244,38 +244,6 @@ async fn status_at(
 }
 
 /// `primary`, `standby`, a node id, or an address: the address of that node.
-async fn find_node(client: &Client, which: &str) -> anyhow::Result<String> {
-    if which.contains(':') {
-        return Ok(which.to_string());
-    }
-    let mut found = Vec::new();
-    for addr in client.nodes() {
-        if let Ok(status) = client.status(addr).await {
-            found.push((addr.clone(), status));
-        }
-    }
-    let pick = match which {
-        "primary" => found
-            .iter()
-            .filter(|(_, s)| s.role == "primary")
-            .max_by_key(|(_, s)| s.epoch),
-        "standby" => found.iter().find(|(_, s)| s.role == "standby"),
-        id => {
-            let id: u64 = id.parse().map_err(|_| {
-                anyhow::anyhow!("--node is primary, standby, a node id or host:port, not {id:?}")
-            })?;
-            found.iter().find(|(_, s)| s.id == id)
-        }
-    };
-    pick.map(|(addr, _)| addr.clone()).ok_or_else(|| {
-        anyhow::anyhow!(
-            "no {which} among {} ({} answered)",
-            client.nodes().join(", "),
-            found.len()
-        )
-    })
-}
-
 fn table(status: &StoreNodeStatus) -> String {
     let mut out = String::new();
     let _ = writeln!(

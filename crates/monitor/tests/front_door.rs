@@ -1,0 +1,268 @@
+//! Every route of the front door, and each of its errors, against one store node run
+//! in-process on loopback (a node alone claims the witness and acknowledges by itself).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use clap::Parser;
+use http_body_util::BodyExt;
+use monitor::front_door::{self, FrontDoor};
+use monitor::gateway::Gateway;
+use monitor::health::Thresholds;
+use monitor::poller::{self, Settings, System, Target};
+use primary_standby::config::StoreConfig;
+use primary_standby::limits::Limits;
+use proto::FrameCodec;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+const TOKEN: &str = "secret";
+const BODY_LIMIT: usize = 1024;
+
+#[derive(Debug, Parser)]
+struct Opts {
+    #[command(flatten)]
+    config: StoreConfig,
+}
+
+struct Lab {
+    app: Router,
+    _dir: tempfile::TempDir,
+    stop: CancellationToken,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// One store node and a front door to it.
+async fn lab() -> Lab {
+    let dir = tempfile::tempdir().unwrap();
+    let port = testkit::free_port();
+    let link = testkit::free_port();
+    let config = Opts::parse_from([
+        "test".to_string(),
+        "--id=1".into(),
+        format!("--data-dir={}", dir.path().join("data").display()),
+        format!("--witness-dir={}", dir.path().join("witness").display()),
+        format!("--listen=127.0.0.1:{port}"),
+        format!("--link-listen=127.0.0.1:{link}"),
+        format!("--advertise=127.0.0.1:{port}"),
+        format!("--advertise-link=127.0.0.1:{link}"),
+        format!("--admin-token={TOKEN}"),
+    ])
+    .config;
+    let stop = CancellationToken::new();
+    let daemon = primary_standby::daemon::start(config, FrameCodec::default(), stop.clone())
+        .await
+        .unwrap();
+    tokio::spawn(daemon.join());
+    let nodes = vec![format!("127.0.0.1:{port}")];
+    let settings = settings_for_test();
+    let targets = nodes
+        .iter()
+        .map(|addr| Target {
+            system: System::Store,
+            addr: addr.clone(),
+        })
+        .collect();
+    let board = poller::spawn(targets, settings, None, FrameCodec::default(), stop.clone());
+    let door = Arc::new(FrontDoor {
+        board,
+        store: Gateway::new(nodes, FrameCodec::default(), Duration::from_secs(2)),
+        admin_token: Some(TOKEN.into()),
+        limits: Limits::default(),
+    });
+    Lab {
+        app: front_door::router(door, BODY_LIMIT),
+        _dir: dir,
+        stop,
+    }
+}
+
+async fn call(app: &Router, request: Request<Body>) -> (StatusCode, Value) {
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    (status, body)
+}
+
+fn request(method: &str, uri: &str, body: impl Into<Body>) -> Request<Body> {
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(body.into())
+        .unwrap()
+}
+
+fn error_of(body: &Value) -> &str {
+    body["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a JSON error: {body}"))
+}
+
+#[tokio::test]
+async fn keys_are_written_read_updated_and_deleted_through_the_door() {
+    let lab = lab().await;
+    let app = &lab.app;
+    assert_eq!(
+        call(app, request("GET", "/ping", "")).await,
+        (StatusCode::OK, Value::String("pong".into()))
+    );
+
+    let (status, body) = call(app, request("PUT", "/kv/name", "Paola")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = call(app, request("GET", "/kv/name", "")).await;
+    assert_eq!(
+        (status, body["value"].as_str()),
+        (StatusCode::OK, Some("Paola"))
+    );
+
+    // Seed 001's update file, and the same as JSON.
+    let (status, body) = call(app, request("POST", "/kv", "a=1\nb=2\n")).await;
+    assert_eq!(
+        (status, body["keys"].as_u64()),
+        (StatusCode::OK, Some(2)),
+        "{body}"
+    );
+    let json = Request::builder()
+        .method("POST")
+        .uri("/kv")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(r#"{"c": "3"}"#))
+        .unwrap();
+    assert_eq!(call(app, json).await.0, StatusCode::OK);
+
+    let (status, body) = call(app, request("GET", "/kv", "")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["pairs"]["a"], "1");
+    assert_eq!(body["pairs"]["c"], "3");
+    let (status, body) = call(app, request("GET", "/kv?node=1", "")).await;
+    assert_eq!(
+        (status, body["pairs"]["name"].as_str()),
+        (StatusCode::OK, Some("Paola"))
+    );
+
+    assert_eq!(
+        call(app, request("DELETE", "/kv/name", "")).await.0,
+        StatusCode::OK
+    );
+    let (status, body) = call(app, request("GET", "/kv/name", "")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(error_of(&body).contains("no key"));
+
+    let (status, body) = call(app, request("GET", "/api/status", "")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["nodes"][0]["system"], "store");
+}
+
+#[tokio::test]
+async fn bad_requests_get_a_json_error_with_the_right_status_and_change_nothing() {
+    let lab = lab().await;
+    let app = &lab.app;
+    // A read waits (through the client's retries) until the node is primary.
+    assert_eq!(
+        call(app, request("GET", "/kv/a", "")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (status, body) = call(app, request("POST", "/kv", "a=1\nthis line is bad\nb=2\n")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(error_of(&body).contains("line 2"), "{body}");
+    let (_, body) = call(app, request("GET", "/kv", "")).await;
+    assert_eq!(body["pairs"], serde_json::json!({}), "nothing applied");
+
+    let (status, body) = call(app, request("POST", "/kv", r#"{"a": 1}"#)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(error_of(&body).contains("string values"), "{body}");
+
+    let too_long = "k".repeat(300);
+    let (status, body) = call(app, request("PUT", &format!("/kv/{too_long}"), "v")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(error_of(&body).contains("key"), "{body}");
+
+    let (status, body) = call(app, request("PUT", "/kv/big", "v".repeat(BODY_LIMIT + 1))).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    error_of(&body);
+
+    let (status, body) = call(app, request("GET", "/kv?node=7", "")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(error_of(&body).contains("no 7"), "{body}");
+
+    let (status, body) = call(app, request("GET", "/nowhere", "")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    error_of(&body);
+}
+
+#[tokio::test]
+async fn kill_needs_the_token() {
+    let lab = lab().await;
+    let app = &lab.app;
+    let (status, body) = call(app, request("POST", "/admin/kill?node=primary", "")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(error_of(&body).contains("Bearer"));
+    let wrong = Request::builder()
+        .method("POST")
+        .uri("/admin/kill?node=primary")
+        .header(header::AUTHORIZATION, "Bearer guess")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(call(app, wrong).await.0, StatusCode::UNAUTHORIZED);
+    // The node is still there.
+    assert_eq!(
+        call(app, request("PUT", "/kv/alive", "yes")).await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn everything_down_is_503_with_a_reason() {
+    // The door knows only a node nobody runs.
+    let gone = format!("127.0.0.1:{}", testkit::free_port());
+    let stop = CancellationToken::new();
+    let board = poller::spawn(
+        Vec::new(),
+        settings_for_test(),
+        None,
+        FrameCodec::default(),
+        stop.clone(),
+    );
+    let door = Arc::new(FrontDoor {
+        board,
+        store: Gateway::new(
+            vec![gone],
+            FrameCodec::default(),
+            Duration::from_millis(500),
+        ),
+        admin_token: None,
+        limits: Limits::default(),
+    });
+    let app = front_door::router(door, BODY_LIMIT);
+    let (status, body) = call(&app, request("PUT", "/kv/k", "v")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(error_of(&body).contains("did not answer"), "{body}");
+    let (status, _) = call(&app, request("POST", "/admin/kill?node=primary", "")).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "no token configured: refused"
+    );
+    stop.cancel();
+}
+
+fn settings_for_test() -> Settings {
+    Settings {
+        poll: Duration::from_millis(100),
+        retry: Duration::from_millis(50),
+        icmp_timeout: Duration::from_millis(100),
+        service_timeout: Duration::from_millis(100),
+        thresholds: Thresholds::default(),
+    }
+}
