@@ -5,7 +5,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-halab}"
 TARGET=x86_64-unknown-linux-gnu
-DAEMONS=(dispatcher worker leader-election primary-standby)
+DAEMONS=(dispatcher worker leader-election primary-standby monitor)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 

@@ -22,6 +22,18 @@ struct Cli {
     common: halab_runtime::CommonArgs,
     #[command(flatten)]
     config: MonitorConfig,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Exit 0 if the monitor at --http-addr answers GET /ping with pong (Docker's healthcheck).
+    Healthcheck {
+        /// Where the monitor's HTTP front door answers.
+        #[arg(long, env = "HALAB_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+        http_addr: std::net::SocketAddr,
+    },
 }
 
 fn main() -> ExitCode {
@@ -29,6 +41,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(Command::Healthcheck { http_addr }) = cli.command {
+        return healthcheck(http_addr).await;
+    }
     let targets = cli.config.targets()?;
     let settings = cli.config.settings()?;
     let shutdown = halab_runtime::start_daemon(&cli.common)?;
@@ -63,6 +78,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await?;
     tracing::info!("monitor stopped");
+    Ok(())
+}
+
+/// GET /ping over a bare TCP connection: the image has nothing else to do it with.
+async fn healthcheck(addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream
+            .write_all(b"GET /ping HTTP/1.0\r\nHost: monitor\r\n\r\n")
+            .await?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await?;
+        anyhow::Ok(answer)
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(2), exchange)
+        .await
+        .with_context(|| format!("{addr} did not answer within 2 s"))??;
+    anyhow::ensure!(
+        answer.starts_with("HTTP/1.0 200") && answer.ends_with("pong"),
+        "{addr} answered {:?}",
+        answer.lines().next().unwrap_or("")
+    );
+    println!("ok");
     Ok(())
 }
 
