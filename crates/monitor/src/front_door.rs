@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::rejection::StringRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -19,6 +20,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::gateway::Gateway;
+use crate::metrics::{self, RequestCounts};
 use crate::poller::Board;
 
 /// What the handlers share.
@@ -30,6 +32,7 @@ pub struct FrontDoor {
     /// to the store node, which checks it too.
     pub admin_token: Option<String>,
     pub limits: Limits,
+    pub requests: RequestCounts,
 }
 
 pub fn router(door: Arc<FrontDoor>, body_limit: usize) -> Router {
@@ -39,9 +42,30 @@ pub fn router(door: Arc<FrontDoor>, body_limit: usize) -> Router {
         .route("/kv", get(whole_map).post(update))
         .route("/kv/{key}", get(read).put(write).delete(delete))
         .route("/admin/kill", post(kill))
+        .route("/metrics", get(exposition))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(door.clone(), count))
         .with_state(door)
+}
+
+/// Counts every request by the route it matched and the status it got.
+async fn count(State(door): State<Arc<FrontDoor>>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_string();
+    let response = next.run(request).await;
+    door.requests.record(&route, response.status().as_u16());
+    response
+}
+
+async fn exposition(State(door): State<Arc<FrontDoor>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics::render(&door.board.nodes(), &door.requests),
+    )
 }
 
 /// An error answer: `{"error": reason}` with `status`.

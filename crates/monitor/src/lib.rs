@@ -11,4 +11,5 @@ pub mod front_door;
 pub mod gateway;
 pub mod health;
 pub mod icmp;
+pub mod metrics;
 pub mod poller;

@@ -78,6 +78,7 @@ async fn lab() -> Lab {
         store: Gateway::new(nodes, FrameCodec::default(), Duration::from_secs(2)),
         admin_token: Some(TOKEN.into()),
         limits: Limits::default(),
+        requests: Default::default(),
     });
     Lab {
         app: front_door::router(door, BODY_LIMIT),
@@ -162,6 +163,33 @@ async fn keys_are_written_read_updated_and_deleted_through_the_door() {
     let (status, body) = call(app, request("GET", "/api/status", "")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["nodes"][0]["system"], "store");
+
+    // Prometheus' text format: every sample line `name{labels} value`, each family declared.
+    let (status, body) = call(app, request("GET", "/metrics", "")).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = body.as_str().expect("text");
+    let mut declared = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            declared.push(rest.split(' ').next().unwrap().to_string());
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("name and value");
+        value
+            .parse::<f64>()
+            .unwrap_or_else(|_| panic!("a number: {line}"));
+        let name = series.split('{').next().unwrap();
+        assert!(declared.iter().any(|d| d == name), "undeclared {name}");
+        assert!(series.ends_with('}') || !series.contains('{'), "{line}");
+    }
+    assert!(
+        text.contains(r#"halab_monitor_requests_total{route="/kv/{key}",status="200"}"#),
+        "{text}"
+    );
+    assert!(text.contains("halab_monitor_node_state{"), "{text}");
 }
 
 #[tokio::test]
@@ -243,6 +271,7 @@ async fn everything_down_is_503_with_a_reason() {
         ),
         admin_token: None,
         limits: Limits::default(),
+        requests: Default::default(),
     });
     let app = front_door::router(door, BODY_LIMIT);
     let (status, body) = call(&app, request("PUT", "/kv/k", "v")).await;
