@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::balancer::Balance;
 use crate::health::Thresholds;
 use crate::poller::{Settings, System, Target};
 
@@ -58,6 +59,12 @@ pub struct MonitorConfig {
     /// Largest request body, in bytes; larger ones get 413.
     #[arg(long, env = "HALAB_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
+
+    /// How requests any healthy store node can serve (seed 004's sum, stale reads) are spread:
+    /// p2c (power of two choices on outstanding requests), priority (seed 004's "S1, else
+    /// S2", in --store-nodes order) or round-robin.
+    #[arg(long, env = "HALAB_BALANCE", value_enum, default_value_t = Balance::P2c)]
+    pub balance: Balance,
 
     /// How long a request to the store keeps trying (through a failover) before the client
     /// gets 503.

@@ -3,8 +3,8 @@
 //! through a failover with the same request id: a client of the monitor sees a slower answer,
 //! not an error. Errors are JSON `{"error": "..."}` with the status code that fits.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use axum::extract::rejection::StringRejection;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
@@ -19,9 +19,11 @@ use proto::{Op, Reply};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::balancer::{self, Balance};
 use crate::gateway::Gateway;
+use crate::health::Health;
 use crate::metrics::{self, RequestCounts};
-use crate::poller::Board;
+use crate::poller::{Board, System};
 
 /// What the handlers share.
 #[derive(Debug)]
@@ -33,10 +35,20 @@ pub struct FrontDoor {
     pub admin_token: Option<String>,
     pub limits: Limits,
     pub requests: RequestCounts,
+    pub balance: Balance,
+    pub balancing: Mutex<Balancing>,
+}
+
+/// What the balancer needs to remember: whose turn it is, and requests in flight per node.
+#[derive(Debug, Default)]
+pub struct Balancing {
+    turn: u64,
+    outstanding: HashMap<String, u32>,
 }
 
 pub fn router(door: Arc<FrontDoor>, body_limit: usize) -> Router {
     Router::new()
+        .route("/", get(home))
         .route("/ping", get(|| async { "pong" }))
         .route("/api/status", get(status))
         .route("/kv", get(whole_map).post(update))
@@ -116,7 +128,45 @@ async fn status(State(door): State<Arc<FrontDoor>>) -> Json<Value> {
     Json(json!({ "nodes": door.board.nodes() }))
 }
 
-async fn read(State(door): State<Arc<FrontDoor>>, Path(key): Path<String>) -> Answer {
+#[derive(Debug, Deserialize)]
+struct ReadQuery {
+    consistency: Option<String>,
+}
+
+async fn read(
+    State(door): State<Arc<FrontDoor>>,
+    Path(key): Path<String>,
+    Query(query): Query<ReadQuery>,
+) -> Answer {
+    match query.consistency.as_deref() {
+        None | Some("strong") => {}
+        Some("stale") => {
+            // Any healthy node's own copy, load-balanced: may lag the primary.
+            let op = Op::Get {
+                key: key.clone(),
+                stale: true,
+            };
+            return match balanced(&door, op).await? {
+                (addr, Reply::Value(Some(value))) => Ok(Json(
+                    json!({ "key": key, "value": value, "served_by": addr }),
+                )),
+                (addr, Reply::Value(None)) => Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    format!("no key {key:?} on {addr}"),
+                )),
+                (addr, other) => Err(ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    format!("{addr} answered {other:?}"),
+                )),
+            };
+        }
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("consistency is strong or stale, not {other:?}"),
+            ));
+        }
+    }
     let mut client = door.store.client();
     let result = client.get(&key).await;
     door.store.put_back(client, &result);
@@ -176,6 +226,144 @@ async fn update(
     let result = client.update(pairs).await;
     door.store.put_back(client, &result);
     Ok(Json(json!({ "keys": keys, "seq": result? })))
+}
+
+#[derive(Debug, Deserialize)]
+struct SumQuery {
+    first: Option<String>,
+    second: Option<String>,
+}
+
+/// Seed 004's `/?first=A&second=B`: the sum and a random number, computed by a healthy store
+/// node the balancer picks (the next one if it fails). Without them, the page.
+async fn home(State(door): State<Arc<FrontDoor>>, Query(query): Query<SumQuery>) -> Response {
+    if query.first.is_none() && query.second.is_none() {
+        return page(&door).into_response();
+    }
+    let number = |name: &str, value: Option<&String>| {
+        let value = value
+            .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, format!("{name} is missing")))?;
+        value.trim().parse::<i64>().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("{name} is not a whole number: {value:?}"),
+            )
+        })
+    };
+    let answer = async {
+        let first = number("first", query.first.as_ref())?;
+        let second = number("second", query.second.as_ref())?;
+        match balanced(&door, Op::Sum { first, second }).await? {
+            (addr, Reply::Summed { sum, random, node }) => Ok(Json(
+                json!({ "sum": sum, "random": random, "node": node, "served_by": addr }),
+            )),
+            (addr, other) => Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                format!("{addr} answered {other:?}"),
+            )),
+        }
+    };
+    answer.await.into_response()
+}
+
+/// The page: every node's state (a live page with events comes later).
+fn page(door: &FrontDoor) -> axum::response::Html<String> {
+    let mut rows = String::new();
+    for node in door.board.nodes() {
+        let state = serde_json::to_value(node.state).unwrap_or_default();
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td>{:?}</td><td>{}</td><td>{}</td></tr>",
+            node.addr,
+            node.system,
+            state.as_str().unwrap_or("?"),
+            node.service_ms
+                .map_or("-".into(), |ms| format!("{ms:.2} ms")),
+        ));
+    }
+    axum::response::Html(format!(
+        "<!doctype html><title>halab monitor</title><h1>halab monitor</h1>\
+         <table><tr><th>node</th><th>system</th><th>state</th><th>service</th></tr>{rows}</table>"
+    ))
+}
+
+/// Sends `op` to a healthy store node the balancer picks, and to the next ones if it fails;
+/// the answer and who gave it.
+async fn balanced(door: &FrontDoor, op: Op) -> Result<(String, Reply), ApiError> {
+    let healthy: Vec<String> = door
+        .board
+        .nodes()
+        .into_iter()
+        .filter(|n| n.system == System::Store && n.state == Health::Up)
+        .map(|n| n.addr)
+        .collect();
+    let order = {
+        let mut balancing = door.balancing.lock().expect("not poisoned");
+        balancing.turn += 1;
+        let loads: Vec<(String, u32)> = healthy
+            .iter()
+            .map(|a| {
+                (
+                    a.clone(),
+                    balancing.outstanding.get(a).copied().unwrap_or(0),
+                )
+            })
+            .collect();
+        balancer::order(door.balance, &loads, balancing.turn, rand::random())
+    };
+    if order.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no store node is healthy right now",
+        ));
+    }
+    let client = door.store.client();
+    let mut failures = Vec::new();
+    for addr in order {
+        let answer = {
+            let _in_flight = InFlight::new(door, &addr);
+            client.ask(&addr, op.clone()).await
+        };
+        match answer {
+            Ok(Reply::Invalid { reason }) => {
+                return Err(ApiError::new(StatusCode::BAD_REQUEST, reason));
+            }
+            Ok(reply) => {
+                door.store.put_back(client, &Ok::<(), ClientError>(()));
+                return Ok((addr, reply));
+            }
+            Err(e) => failures.push(format!("{addr}: {e}")),
+        }
+    }
+    Err(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("every healthy node failed: {}", failures.join("; ")),
+    ))
+}
+
+/// A request in flight to a node, for p2c; counted down however the request ends.
+struct InFlight<'a> {
+    door: &'a FrontDoor,
+    addr: String,
+}
+
+impl<'a> InFlight<'a> {
+    fn new(door: &'a FrontDoor, addr: &str) -> InFlight<'a> {
+        let mut balancing = door.balancing.lock().expect("not poisoned");
+        *balancing.outstanding.entry(addr.to_string()).or_default() += 1;
+        InFlight {
+            door,
+            addr: addr.to_string(),
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut balancing = self.door.balancing.lock().expect("not poisoned");
+        if let Some(n) = balancing.outstanding.get_mut(&self.addr) {
+            *n = n.saturating_sub(1);
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

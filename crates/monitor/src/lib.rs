@@ -6,6 +6,7 @@
 //! [`health`] holds the state machine (pure), [`icmp`] the echo, [`poller`] the loop,
 //! [`front_door`] the HTTP routes, [`gateway`] the store clients behind them.
 
+pub mod balancer;
 pub mod config;
 pub mod front_door;
 pub mod gateway;

@@ -69,6 +69,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         admin_token: cli.config.admin_token.clone().filter(|t| !t.is_empty()),
         limits: Limits::default(),
         requests: Default::default(),
+        balance: cli.config.balance,
+        balancing: Default::default(),
     });
     let app = front_door::router(door, cli.config.max_body_bytes);
     let listener = tokio::net::TcpListener::bind(cli.config.http_listen)

@@ -9,6 +9,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use clap::Parser;
 use http_body_util::BodyExt;
+use monitor::balancer::Balance;
 use monitor::front_door::{self, FrontDoor};
 use monitor::gateway::Gateway;
 use monitor::health::Thresholds;
@@ -79,6 +80,8 @@ async fn lab() -> Lab {
         admin_token: Some(TOKEN.into()),
         limits: Limits::default(),
         requests: Default::default(),
+        balance: Balance::RoundRobin,
+        balancing: Default::default(),
     });
     Lab {
         app: front_door::router(door, BODY_LIMIT),
@@ -229,6 +232,66 @@ async fn bad_requests_get_a_json_error_with_the_right_status_and_change_nothing(
     error_of(&body);
 }
 
+/// Waits until the monitor's checks call every node up (bounded).
+async fn all_up(app: &Router) {
+    for _ in 0..200 {
+        let (_, body) = call(app, request("GET", "/api/status", "")).await;
+        if body["nodes"]
+            .as_array()
+            .is_some_and(|n| n.iter().all(|n| n["state"] == "up"))
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the checks never called every node up");
+}
+
+#[tokio::test]
+async fn seed_004s_sum_and_stale_reads_are_served_by_a_healthy_node() {
+    let lab = lab().await;
+    let app = &lab.app;
+    all_up(app).await;
+    let (status, body) = call(app, request("GET", "/?first=2&second=40", "")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["sum"], 42);
+    assert!(
+        body["random"].is_u64() && body["served_by"].is_string(),
+        "{body}"
+    );
+
+    for (query, says) in [
+        ("/?first=x&second=1", "first is not a whole number"),
+        ("/?first=1", "second is missing"),
+        ("/?first=9223372036854775807&second=1", "does not fit"),
+    ] {
+        let (status, body) = call(app, request("GET", query, "")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        assert!(error_of(&body).contains(says), "{query}: {body}");
+    }
+
+    let (_, body) = call(app, request("GET", "/", "")).await;
+    assert!(
+        body.as_str()
+            .is_some_and(|page| page.contains("halab monitor")),
+        "{body}"
+    );
+
+    assert_eq!(
+        call(app, request("PUT", "/kv/k", "v")).await.0,
+        StatusCode::OK
+    );
+    let (status, body) = call(app, request("GET", "/kv/k?consistency=stale", "")).await;
+    assert_eq!(
+        (status, body["value"].as_str()),
+        (StatusCode::OK, Some("v")),
+        "{body}"
+    );
+    let (status, body) = call(app, request("GET", "/kv/k?consistency=weird", "")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    error_of(&body);
+}
+
 #[tokio::test]
 async fn kill_needs_the_token() {
     let lab = lab().await;
@@ -272,11 +335,19 @@ async fn everything_down_is_503_with_a_reason() {
         admin_token: None,
         limits: Limits::default(),
         requests: Default::default(),
+        balance: Balance::RoundRobin,
+        balancing: Default::default(),
     });
     let app = front_door::router(door, BODY_LIMIT);
     let (status, body) = call(&app, request("PUT", "/kv/k", "v")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(error_of(&body).contains("did not answer"), "{body}");
+    let (status, body) = call(&app, request("GET", "/?first=1&second=2", "")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        error_of(&body).contains("no store node is healthy"),
+        "{body}"
+    );
     let (status, _) = call(&app, request("POST", "/admin/kill?node=primary", "")).await;
     assert_eq!(
         status,

@@ -74,6 +74,12 @@ pub enum Op {
     Kill {
         token: String,
     },
+    /// Seed 004's work: the sum of two numbers and a random one, from whichever node is asked
+    /// (any healthy node serves it: what the monitor load-balances).
+    Sum {
+        first: i64,
+        second: i64,
+    },
 }
 
 /// A change to the map: what log entries carry.
@@ -115,6 +121,12 @@ pub enum Reply {
     Invalid { reason: String },
     /// `Kill`: the node exits now.
     Killed,
+    /// `Sum`: the sum, a random number, and the node that computed them.
+    Summed {
+        sum: i64,
+        random: u32,
+        node: StoreNodeId,
+    },
 }
 
 /// One log entry: a write, where it stands in the log, and which client request it was.

@@ -459,8 +459,8 @@ impl Node {
                 return self.write(token, client, request, write, out);
             }
             Op::Get { .. } | Op::Write(_) => self.redirect(),
-            Op::Kill { .. } => Reply::Invalid {
-                reason: "kill is carried out by the daemon, not the store".into(),
+            Op::Kill { .. } | Op::Sum { .. } => Reply::Invalid {
+                reason: "kill and sum are carried out by the daemon, not the store".into(),
             },
         };
         out.push(Output::Reply { token, reply });
