@@ -4,20 +4,25 @@
 //! not an error. Errors are JSON `{"error": "..."}` with the status code that fits.
 
 use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::rejection::StringRejection;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures_util::stream::{self, Stream};
 use primary_standby::client::ClientError;
 use primary_standby::limits::{Limits, parse_update};
 use proto::{Op, Reply};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
 
 use crate::balancer::{self, Balance};
 use crate::gateway::Gateway;
@@ -51,6 +56,7 @@ pub fn router(door: Arc<FrontDoor>, body_limit: usize) -> Router {
         .route("/", get(home))
         .route("/ping", get(|| async { "pong" }))
         .route("/api/status", get(status))
+        .route("/api/events", get(events))
         .route("/kv", get(whole_map).post(update))
         .route("/kv/{key}", get(read).put(write).delete(delete))
         .route("/admin/kill", post(kill))
@@ -125,7 +131,44 @@ impl From<StringRejection> for ApiError {
 type Answer = Result<Json<Value>, ApiError>;
 
 async fn status(State(door): State<Arc<FrontDoor>>) -> Json<Value> {
-    Json(json!({ "nodes": door.board.nodes() }))
+    Json(status_of(&door))
+}
+
+fn status_of(door: &FrontDoor) -> Value {
+    json!({ "nodes": door.board.nodes() })
+}
+
+/// Server-sent events: a `status` snapshot at once and every second, a `change` for each state
+/// change or failover.
+async fn events(
+    State(door): State<Arc<FrontDoor>>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let changes = door.board.subscribe();
+    let tick = tokio::time::interval(Duration::from_secs(1));
+    let stream = stream::unfold(
+        (door, changes, tick),
+        |(door, mut changes, mut tick)| async move {
+            let event = tokio::select! {
+                change = changes.recv() => match change {
+                    Ok(change) => Event::default().event("change").json_data(&change).ok()?,
+                    // Fell behind: the snapshot says where things are now.
+                    Err(RecvError::Lagged(_)) => status_event(&door)?,
+                    Err(RecvError::Closed) => return None,
+                },
+                // The first tick is at once: the snapshot a new page renders first.
+                _ = tick.tick() => status_event(&door)?,
+            };
+            Some((Ok(event), (door, changes, tick)))
+        },
+    );
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+fn status_event(door: &FrontDoor) -> Option<Event> {
+    Event::default()
+        .event("status")
+        .json_data(status_of(door))
+        .ok()
 }
 
 #[derive(Debug, Deserialize)]
@@ -238,7 +281,7 @@ struct SumQuery {
 /// node the balancer picks (the next one if it fails). Without them, the page.
 async fn home(State(door): State<Arc<FrontDoor>>, Query(query): Query<SumQuery>) -> Response {
     if query.first.is_none() && query.second.is_none() {
-        return page(&door).into_response();
+        return page().into_response();
     }
     let number = |name: &str, value: Option<&String>| {
         let value = value
@@ -266,24 +309,9 @@ async fn home(State(door): State<Arc<FrontDoor>>, Query(query): Query<SumQuery>)
     answer.await.into_response()
 }
 
-/// The page: every node's state (a live page with events comes later).
-fn page(door: &FrontDoor) -> axum::response::Html<String> {
-    let mut rows = String::new();
-    for node in door.board.nodes() {
-        let state = serde_json::to_value(node.state).unwrap_or_default();
-        rows.push_str(&format!(
-            "<tr><td>{}</td><td>{:?}</td><td>{}</td><td>{}</td></tr>",
-            node.addr,
-            node.system,
-            state.as_str().unwrap_or("?"),
-            node.service_ms
-                .map_or("-".into(), |ms| format!("{ms:.2} ms")),
-        ));
-    }
-    axum::response::Html(format!(
-        "<!doctype html><title>halab monitor</title><h1>halab monitor</h1>\
-         <table><tr><th>node</th><th>system</th><th>state</th><th>service</th></tr>{rows}</table>"
-    ))
+/// The live page: embedded in the binary, it fills itself from `/api/events`.
+fn page() -> Html<&'static str> {
+    Html(include_str!("page.html"))
 }
 
 /// Sends `op` to a healthy store node the balancer picks, and to the next ones if it fails;

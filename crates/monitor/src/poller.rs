@@ -55,15 +55,36 @@ pub struct NodeHealth {
     /// Wall-clock ms when the service last answered.
     pub last_seen_ms: Option<u64>,
     pub checks: u64,
+    /// A store node's own view, as its last answer gave it.
+    pub store: Option<StoreView>,
 }
 
-/// A node's state changed.
+/// What a store node said of itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoreView {
+    pub id: u64,
+    pub role: String,
+    pub epoch: u64,
+    pub lag: u64,
+    pub in_sync: Vec<u64>,
+    pub alerts: Vec<String>,
+}
+
+/// Something the event log shows: a node's state changed, or the store has a new primary.
 #[derive(Debug, Clone, Serialize)]
-pub struct Change {
-    pub at_ms: u64,
-    pub addr: String,
-    pub from: Health,
-    pub to: Health,
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Change {
+    Health {
+        at_ms: u64,
+        addr: String,
+        from: Health,
+        to: Health,
+    },
+    Failover {
+        at_ms: u64,
+        addr: String,
+        epoch: u64,
+    },
 }
 
 /// Every node's health, shared with whoever reports it; changes are also broadcast.
@@ -71,6 +92,8 @@ pub struct Change {
 pub struct Board {
     nodes: Mutex<BTreeMap<String, NodeHealth>>,
     changes: broadcast::Sender<Change>,
+    /// The highest epoch a store node has reported serving in (a higher one is a failover).
+    primary_epoch: Mutex<u64>,
 }
 
 impl Board {
@@ -109,6 +132,7 @@ pub fn spawn(
                 service_ms: None,
                 last_seen_ms: None,
                 checks: 0,
+                store: None,
             };
             (t.addr.clone(), health)
         })
@@ -116,6 +140,7 @@ pub fn spawn(
     let board = Arc::new(Board {
         nodes: Mutex::new(nodes),
         changes: broadcast::channel(256).0,
+        primary_epoch: Mutex::new(0),
     });
     for target in targets {
         let checker = Checker {
@@ -145,6 +170,8 @@ struct Findings {
     /// The port accepted a connection.
     connected: bool,
     service: Option<Duration>,
+    /// The service's answer.
+    answer: Option<Message>,
 }
 
 impl Checker {
@@ -180,17 +207,19 @@ impl Checker {
                 _ => None,
             }
         };
-        let (machine, (connected, service)) = tokio::join!(machine, self.ping_service(addr));
+        let (machine, (connected, answer)) = tokio::join!(machine, self.ping_service(addr));
+        let (service, answer) = answer.map_or((None, None), |(rtt, m)| (Some(rtt), Some(m)));
         Findings {
             machine,
             connected,
             service,
+            answer,
         }
     }
 
-    /// The service's ping: its status request, answered within the timeout. Also says whether
-    /// the port accepted the connection at all.
-    async fn ping_service(&self, addr: SocketAddr) -> (bool, Option<Duration>) {
+    /// The service's ping: its status request, answered within the timeout (the round trip and
+    /// the answer). Also says whether the port accepted the connection at all.
+    async fn ping_service(&self, addr: SocketAddr) -> (bool, Option<(Duration, Message)>) {
         let began = Instant::now();
         let timeout = self.settings.service_timeout;
         let Ok(Ok(stream)) = tokio::time::timeout(timeout, TcpStream::connect(addr)).await else {
@@ -199,7 +228,10 @@ impl Checker {
         let exchange = async {
             let mut conn = Connection::new(stream, self.codec.clone()).await.ok()?;
             conn.send(0, Message::StatusRequest).await.ok()?;
-            conn.read_frame().await.ok()?.map(|_| began.elapsed())
+            conn.read_frame()
+                .await
+                .ok()?
+                .map(|frame| (began.elapsed(), frame.message))
         };
         let left = timeout.saturating_sub(began.elapsed());
         (
@@ -228,9 +260,32 @@ impl Checker {
         if findings.service.is_some() {
             node.last_seen_ms = Some(now);
         }
+        if let Some(Message::StoreStatus(status)) = &findings.answer {
+            node.store = Some(StoreView {
+                id: status.id,
+                role: status.role.clone(),
+                epoch: status.epoch,
+                lag: status.lag,
+                in_sync: status.in_sync.clone(),
+                alerts: status.alerts.clone(),
+            });
+            let mut seen = self.board.primary_epoch.lock().expect("not poisoned");
+            if status.role == "primary" && status.epoch > *seen {
+                // The first primary seen is no failover, only the start of the watch.
+                if *seen > 0 {
+                    tracing::info!(node = %self.target.addr, epoch = status.epoch, "failover: a new primary");
+                    let _ = self.board.changes.send(Change::Failover {
+                        at_ms: now,
+                        addr: self.target.addr.clone(),
+                        epoch: status.epoch,
+                    });
+                }
+                *seen = status.epoch;
+            }
+        }
         if let Some(t) = transition {
             tracing::info!(node = %self.target.addr, from = ?t.from, to = ?t.to, machine = probe.machine, service = probe.service, "health changed");
-            let _ = self.board.changes.send(Change {
+            let _ = self.board.changes.send(Change::Health {
                 at_ms: now,
                 addr: self.target.addr.clone(),
                 from: t.from,

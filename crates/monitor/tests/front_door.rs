@@ -293,6 +293,33 @@ async fn seed_004s_sum_and_stale_reads_are_served_by_a_healthy_node() {
 }
 
 #[tokio::test]
+async fn events_stream_a_status_snapshot_at_once() {
+    let lab = lab().await;
+    let response = lab
+        .app
+        .clone()
+        .oneshot(request("GET", "/api/events", ""))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "text/event-stream"
+    );
+    let mut body = response.into_body();
+    let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+        .await
+        .expect("an event within 5 s")
+        .expect("the stream goes on")
+        .unwrap();
+    let text = String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap();
+    assert!(
+        text.starts_with("event: status\ndata: {\"nodes\":["),
+        "{text}"
+    );
+}
+
+#[tokio::test]
 async fn kill_needs_the_token() {
     let lab = lab().await;
     let app = &lab.app;
