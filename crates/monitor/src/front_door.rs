@@ -148,15 +148,17 @@ async fn events(
     let stream = stream::unfold(
         (door, changes, tick),
         |(door, mut changes, mut tick)| async move {
+            // Biased, the tick first: its first tick is due at once, so a new page gets the
+            // snapshot before any change.
             let event = tokio::select! {
+                biased;
+                _ = tick.tick() => status_event(&door)?,
                 change = changes.recv() => match change {
                     Ok(change) => Event::default().event("change").json_data(&change).ok()?,
                     // Fell behind: the snapshot says where things are now.
                     Err(RecvError::Lagged(_)) => status_event(&door)?,
                     Err(RecvError::Closed) => return None,
                 },
-                // The first tick is at once: the snapshot a new page renders first.
-                _ = tick.tick() => status_event(&door)?,
             };
             Some((Ok(event), (door, changes, tick)))
         },
