@@ -100,6 +100,24 @@ impl ApiError {
             reason: reason.into(),
         }
     }
+
+    /// A store node answered something the request cannot have asked for.
+    fn unexpected(addr: &str, reply: Reply) -> ApiError {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!("{addr} answered {reply:?}"),
+        )
+    }
+
+    /// A store node did not answer.
+    fn unreachable(addr: &str, error: anyhow::Error) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("{addr}: {error}"))
+    }
+
+    /// No node matches `?node=`.
+    fn no_node(error: anyhow::Error) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, error.to_string())
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -199,10 +217,7 @@ async fn read(
                     StatusCode::NOT_FOUND,
                     format!("no key {key:?} on {addr}"),
                 )),
-                (addr, other) => Err(ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    format!("{addr} answered {other:?}"),
-                )),
+                (addr, other) => Err(ApiError::unexpected(&addr, other)),
             };
         }
         Some(other) => {
@@ -302,10 +317,7 @@ async fn home(State(door): State<Arc<FrontDoor>>, Query(query): Query<SumQuery>)
             (addr, Reply::Summed { sum, random, node }) => Ok(Json(
                 json!({ "sum": sum, "random": random, "node": node, "served_by": addr }),
             )),
-            (addr, other) => Err(ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                format!("{addr} answered {other:?}"),
-            )),
+            (addr, other) => Err(ApiError::unexpected(&addr, other)),
         }
     };
     answer.await.into_response()
@@ -346,7 +358,7 @@ async fn balanced(door: &FrontDoor, op: Op) -> Result<(String, Reply), ApiError>
             "no store node is healthy right now",
         ));
     }
-    let client = door.store.client();
+    let client = door.store.asker();
     let mut failures = Vec::new();
     for addr in order {
         let answer = {
@@ -357,10 +369,7 @@ async fn balanced(door: &FrontDoor, op: Op) -> Result<(String, Reply), ApiError>
             Ok(Reply::Invalid { reason }) => {
                 return Err(ApiError::new(StatusCode::BAD_REQUEST, reason));
             }
-            Ok(reply) => {
-                door.store.put_back(client, &Ok::<(), ClientError>(()));
-                return Ok((addr, reply));
-            }
+            Ok(reply) => return Ok((addr, reply)),
             Err(e) => failures.push(format!("{addr}: {e}")),
         }
     }
@@ -405,33 +414,19 @@ struct NodeQuery {
 /// `primary`, `standby`, a node id).
 async fn whole_map(State(door): State<Arc<FrontDoor>>, Query(query): Query<NodeQuery>) -> Answer {
     let which = query.node.unwrap_or_else(|| "primary".into());
-    let client = door.store.client();
-    let answer = async {
-        let addr = client
-            .find_node(&which)
-            .await
-            .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, e.to_string()))?;
-        match client.ask(&addr, Op::State).await {
-            Ok(Reply::State { seq, pairs }) => {
-                let map: serde_json::Map<String, Value> = pairs
-                    .into_iter()
-                    .map(|(k, v)| (k, Value::String(v)))
-                    .collect();
-                Ok(Json(json!({ "node": addr, "seq": seq, "pairs": map })))
-            }
-            Ok(other) => Err(ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                format!("{addr} answered {other:?}"),
-            )),
-            Err(e) => Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("{addr}: {e}"),
-            )),
+    let client = door.store.asker();
+    let addr = client.find_node(&which).await.map_err(ApiError::no_node)?;
+    match client.ask(&addr, Op::State).await {
+        Ok(Reply::State { seq, pairs }) => {
+            let map: serde_json::Map<String, Value> = pairs
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect();
+            Ok(Json(json!({ "node": addr, "seq": seq, "pairs": map })))
         }
+        Ok(other) => Err(ApiError::unexpected(&addr, other)),
+        Err(e) => Err(ApiError::unreachable(&addr, e)),
     }
-    .await;
-    door.store.put_back(client, &Ok::<(), ClientError>(()));
-    answer
 }
 
 /// Seed 001's kill: the named node exits at once, as a crash. Needs the admin token.
@@ -462,22 +457,13 @@ async fn kill(
             "name the node: ?node=primary|standby|ID",
         ));
     };
-    let client = door.store.client();
-    let addr = client
-        .find_node(&which)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, e.to_string()))?;
+    let client = door.store.asker();
+    let addr = client.find_node(&which).await.map_err(ApiError::no_node)?;
     let token = expected.to_string();
     match client.ask(&addr, Op::Kill { token }).await {
         Ok(Reply::Killed) => Ok(Json(json!({ "killed": addr }))),
         Ok(Reply::Invalid { reason }) => Err(ApiError::new(StatusCode::FORBIDDEN, reason)),
-        Ok(other) => Err(ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            format!("{addr} answered {other:?}"),
-        )),
-        Err(e) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("{addr}: {e}"),
-        )),
+        Ok(other) => Err(ApiError::unexpected(&addr, other)),
+        Err(e) => Err(ApiError::unreachable(&addr, e)),
     }
 }

@@ -14,16 +14,24 @@ pub struct Gateway {
     codec: FrameCodec,
     deadline: Duration,
     idle: Mutex<Vec<Client>>,
+    /// For requests to one given node (its map, a kill, a sum): no session involved.
+    asker: Client,
 }
 
 impl Gateway {
     pub fn new(nodes: Vec<String>, codec: FrameCodec, deadline: Duration) -> Gateway {
         Gateway {
+            asker: Client::new(nodes.clone(), codec.clone()),
             nodes,
             codec,
             deadline,
             idle: Mutex::new(Vec::new()),
         }
+    }
+
+    /// A client for asking one node directly (`Client::ask`, `find_node`), shared.
+    pub fn asker(&self) -> &Client {
+        &self.asker
     }
 
     /// A client of its own for one request; give it back with [`Gateway::put_back`].
