@@ -132,15 +132,15 @@ impl Node {
 
     pub(super) fn standby_tick(&mut self, out: &mut Vec<Output>) {
         let timeout = self.cfg.timing.peer_timeout_ms;
-        if self.standby.link_up
-            && self.standby.lost_since.is_none()
-            && self.now_ms.saturating_sub(self.standby.heard_ms) > timeout
-        {
-            tracing::warn!("the primary has been silent for {timeout} ms");
-            self.standby.lost_since = Some(self.now_ms);
-            self.visit_soon();
-            // A silent link may be dead without knowing it (a cut, a reset lost on the way):
-            // connect again rather than wait on it.
+        if self.standby.link_up && self.now_ms.saturating_sub(self.standby.heard_ms) > timeout {
+            if self.standby.lost_since.is_none() {
+                tracing::warn!("the primary has been silent for {timeout} ms");
+                self.standby.lost_since = Some(self.now_ms);
+                self.visit_soon();
+            }
+            // A silent link may be dead without knowing it (a cut, a reset lost on the way,
+            // a join the other end dropped): connect again rather than wait on it, however
+            // the primary came to be counted lost.
             if let Some((primary, link)) = self.standby.following.clone() {
                 self.standby.link_up = false;
                 out.push(Output::Follow { primary, link });
