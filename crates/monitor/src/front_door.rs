@@ -16,7 +16,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures_util::stream::{self, Stream};
+use futures_util::stream::{self, Stream, StreamExt};
 use primary_standby::client::ClientError;
 use primary_standby::limits::{Limits, parse_update};
 use proto::{Op, Reply};
@@ -162,14 +162,15 @@ async fn events(
     State(door): State<Arc<FrontDoor>>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let changes = door.board.subscribe();
-    let tick = tokio::time::interval(Duration::from_secs(1));
-    let stream = stream::unfold(
+    // The snapshot first, made now (a change already queued must not come before it), then
+    // the changes as they come and a snapshot every second.
+    let first = status_event(&door).map(Ok);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.reset();
+    let rest = stream::unfold(
         (door, changes, tick),
         |(door, mut changes, mut tick)| async move {
-            // Biased, the tick first: its first tick is due at once, so a new page gets the
-            // snapshot before any change.
             let event = tokio::select! {
-                biased;
                 _ = tick.tick() => status_event(&door)?,
                 change = changes.recv() => match change {
                     Ok(change) => Event::default().event("change").json_data(&change).ok()?,
@@ -181,6 +182,7 @@ async fn events(
             Some((Ok(event), (door, changes, tick)))
         },
     );
+    let stream = stream::iter(first).chain(rest);
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 

@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use proto::{Connection, FrameCodec, Message};
+use proto::{Connection, FrameCodec, Message, StoreNodeStatus};
 use serde::Serialize;
 use tokio::net::TcpStream;
 use tokio::sync::broadcast;
@@ -55,19 +55,8 @@ pub struct NodeHealth {
     /// Wall-clock ms when the service last answered.
     pub last_seen_ms: Option<u64>,
     pub checks: u64,
-    /// A store node's own view, as its last answer gave it.
-    pub store: Option<StoreView>,
-}
-
-/// What a store node said of itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct StoreView {
-    pub id: u64,
-    pub role: String,
-    pub epoch: u64,
-    pub lag: u64,
-    pub in_sync: Vec<u64>,
-    pub alerts: Vec<String>,
+    /// A store node's own status, as its last answer gave it.
+    pub store: Option<StoreNodeStatus>,
 }
 
 /// Something the event log shows: a node's state changed, or the store has a new primary.
@@ -261,14 +250,7 @@ impl Checker {
             node.last_seen_ms = Some(now);
         }
         if let Some(Message::StoreStatus(status)) = &findings.answer {
-            node.store = Some(StoreView {
-                id: status.id,
-                role: status.role.clone(),
-                epoch: status.epoch,
-                lag: status.lag,
-                in_sync: status.in_sync.clone(),
-                alerts: status.alerts.clone(),
-            });
+            node.store = Some((**status).clone());
             let mut seen = self.board.primary_epoch.lock().expect("not poisoned");
             if status.role == "primary" && status.epoch > *seen {
                 // The first primary seen is no failover, only the start of the watch.
