@@ -14,7 +14,10 @@ pub struct MonitorConfig {
     #[arg(long, env = "HALAB_STORE_NODES", value_delimiter = ',')]
     pub store_nodes: Vec<String>,
 
-    /// The election's nodes (host:port of their TCP ports, comma-separated).
+    /// The election's nodes (host:port of their TCP ports, comma-separated). A name that
+    /// resolves to several addresses stands for each of them (the lab's replicas share one
+    /// service name): nodes that appear under it are watched, and one gone from it for 30 s
+    /// is dropped.
     #[arg(long, env = "HALAB_ELECTION_NODES", value_delimiter = ',')]
     pub election_nodes: Vec<String>,
 

@@ -27,7 +27,8 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::balancer::{self, Balance};
 use crate::gateway::Gateway;
 use crate::health::Health;
-use crate::metrics::{self, RequestCounts};
+use crate::metrics::{self, RequestCounts, UpstreamCounts};
+use crate::overview;
 use crate::poller::{Board, System};
 
 /// What the handlers share.
@@ -40,6 +41,7 @@ pub struct FrontDoor {
     pub admin_token: Option<String>,
     pub limits: Limits,
     pub requests: RequestCounts,
+    pub upstreams: UpstreamCounts,
     pub balance: Balance,
     pub balancing: Mutex<Balancing>,
 }
@@ -75,14 +77,19 @@ async fn count(State(door): State<Arc<FrontDoor>>, request: Request, next: Next)
         .map_or("unmatched", |p| p.as_str())
         .to_string();
     let response = next.run(request).await;
-    door.requests.record(&route, response.status().as_u16());
+    door.requests.record((route, response.status().as_u16()));
     response
 }
 
 async fn exposition(State(door): State<Arc<FrontDoor>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        metrics::render(&door.board.nodes(), &door.requests),
+        metrics::render(&metrics::Sources {
+            nodes: &door.board.nodes(),
+            requests: &door.requests,
+            upstreams: &door.upstreams,
+            events: &door.board.change_counts(),
+        }),
     )
 }
 
@@ -152,8 +159,13 @@ async fn status(State(door): State<Arc<FrontDoor>>) -> Json<Value> {
     Json(status_of(&door))
 }
 
+/// Each system at a glance (`store`, `election`, `dispatcher`: null when not watched) and
+/// every node's row.
 fn status_of(door: &FrontDoor) -> Value {
-    json!({ "nodes": door.board.nodes() })
+    let nodes = door.board.nodes();
+    let mut status = serde_json::to_value(overview::of(&nodes)).unwrap_or_default();
+    status["nodes"] = json!(nodes);
+    status
 }
 
 /// Server-sent events: a `status` snapshot at once and every second, a `change` for each state
@@ -367,6 +379,8 @@ async fn balanced(door: &FrontDoor, op: Op) -> Result<(String, Reply), ApiError>
             let _in_flight = InFlight::new(door, &addr);
             client.ask(&addr, op.clone()).await
         };
+        let outcome = if answer.is_ok() { "ok" } else { "failed" };
+        door.upstreams.record((addr.clone(), outcome));
         match answer {
             Ok(Reply::Invalid { reason }) => {
                 return Err(ApiError::new(StatusCode::BAD_REQUEST, reason));

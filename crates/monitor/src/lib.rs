@@ -4,13 +4,16 @@
 //! front door to the store.
 //!
 //! [`health`] holds the state machine (pure), [`icmp`] the echo, [`poller`] the loop,
+//! [`events`] what each answer reveals (pure), [`overview`] each system at a glance (pure),
 //! [`front_door`] the HTTP routes, [`gateway`] the store clients behind them.
 
 pub mod balancer;
 pub mod config;
+pub mod events;
 pub mod front_door;
 pub mod gateway;
 pub mod health;
 pub mod icmp;
 pub mod metrics;
+pub mod overview;
 pub mod poller;

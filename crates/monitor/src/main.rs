@@ -69,6 +69,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         admin_token: cli.config.admin_token.clone().filter(|t| !t.is_empty()),
         limits: Limits::default(),
         requests: Default::default(),
+        upstreams: Default::default(),
         balance: cli.config.balance,
         balancing: Default::default(),
     });

@@ -7,30 +7,60 @@ use std::sync::Mutex;
 
 use crate::poller::NodeHealth;
 
-/// Requests served, by route (the pattern matched, not the path: keys would explode the
-/// label set) and status code.
-#[derive(Debug, Default)]
-pub struct RequestCounts {
-    counts: Mutex<BTreeMap<(String, u16), u64>>,
+/// A counter by label values.
+#[derive(Debug)]
+pub struct Counts<K> {
+    counts: Mutex<BTreeMap<K, u64>>,
 }
 
-impl RequestCounts {
-    pub fn record(&self, route: &str, status: u16) {
+impl<K> Default for Counts<K> {
+    fn default() -> Counts<K> {
+        Counts {
+            counts: Mutex::new(BTreeMap::new()),
+        }
+    }
+}
+
+impl<K: Ord + Clone> Counts<K> {
+    pub fn record(&self, key: K) {
         *self
             .counts
             .lock()
             .expect("not poisoned")
-            .entry((route.to_string(), status))
+            .entry(key)
             .or_default() += 1;
     }
 
-    fn snapshot(&self) -> BTreeMap<(String, u16), u64> {
+    fn snapshot(&self) -> BTreeMap<K, u64> {
         self.counts.lock().expect("not poisoned").clone()
     }
 }
 
+/// Requests served, by route (the pattern matched, not the path: keys would explode the
+/// label set) and status code.
+pub type RequestCounts = Counts<(String, u16)>;
+
+/// Requests the balancer sent to a store node, by node and outcome (`ok` or `failed`).
+pub type UpstreamCounts = Counts<(String, &'static str)>;
+
+/// What the exposition is made of.
+#[derive(Debug)]
+pub struct Sources<'a> {
+    pub nodes: &'a [NodeHealth],
+    pub requests: &'a RequestCounts,
+    pub upstreams: &'a UpstreamCounts,
+    /// Events so far, by kind (`failover`, `leader`, `removal`…).
+    pub events: &'a BTreeMap<&'static str, u64>,
+}
+
 /// The whole exposition.
-pub fn render(nodes: &[NodeHealth], requests: &RequestCounts) -> String {
+pub fn render(sources: &Sources) -> String {
+    let Sources {
+        nodes,
+        requests,
+        upstreams,
+        events,
+    } = *sources;
     let mut out = String::new();
     family(
         &mut out,
@@ -93,6 +123,36 @@ pub fn render(nodes: &[NodeHealth], requests: &RequestCounts) -> String {
             "halab_monitor_requests_total{{route=\"{}\",status=\"{status}\"}} {count}",
             escape(&route)
         );
+    }
+    family(
+        &mut out,
+        "halab_monitor_upstream_requests_total",
+        "counter",
+        "requests the balancer sent to a store node (sums, stale reads), by node and outcome",
+    );
+    for ((addr, outcome), count) in upstreams.snapshot() {
+        let _ = writeln!(
+            out,
+            "halab_monitor_upstream_requests_total{{addr=\"{}\",outcome=\"{outcome}\"}} {count}",
+            escape(&addr)
+        );
+    }
+    family(
+        &mut out,
+        "halab_monitor_failovers_total",
+        "counter",
+        "new store primaries seen since the monitor started",
+    );
+    let failovers = events.get("failover").copied().unwrap_or(0);
+    let _ = writeln!(out, "halab_monitor_failovers_total {failovers}");
+    family(
+        &mut out,
+        "halab_monitor_events_total",
+        "counter",
+        "events logged, by kind (health, failover, alert, leader, recolour, removal)",
+    );
+    for (kind, count) in events.iter() {
+        let _ = writeln!(out, "halab_monitor_events_total{{kind=\"{kind}\"}} {count}");
     }
     out
 }

@@ -2,19 +2,24 @@
 //! timeout, fed to the node's [`Tracker`]; again after `poll`, or after `retry` while the
 //! results disagree with the state (so that a failure is confirmed quickly rather than a
 //! whole interval later). The node's name is resolved on every poll: Docker gives a restarted
-//! container a new address and drops a stopped one's name.
+//! container a new address and drops a stopped one's name. An election target's name stands
+//! for every address it resolves to (the lab's replicas share one service name): a roster task
+//! adds a row per address that appears, and drops one gone from the name for [`FORGET_AFTER`].
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use proto::{Connection, FrameCodec, Message, StoreNodeStatus};
+use proto::{
+    Connection, DispatcherStatus, ElectionNodeStatus, FrameCodec, Message, StoreNodeStatus,
+};
 use serde::Serialize;
 use tokio::net::TcpStream;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use crate::events::{Change, Observed};
 use crate::health::{Health, Probe, Thresholds, Tracker};
 use crate::icmp::Pinger;
 
@@ -55,25 +60,27 @@ pub struct NodeHealth {
     /// Wall-clock ms when the service last answered.
     pub last_seen_ms: Option<u64>,
     pub checks: u64,
-    /// A store node's own status, as its last answer gave it.
+    /// The node's own status, as its last answer gave it (the field of its system).
     pub store: Option<StoreNodeStatus>,
+    pub election: Option<ElectionNodeStatus>,
+    pub dispatcher: Option<DispatcherStatus>,
 }
 
-/// Something the event log shows: a node's state changed, or the store has a new primary.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum Change {
-    Health {
-        at_ms: u64,
-        addr: String,
-        from: Health,
-        to: Health,
-    },
-    Failover {
-        at_ms: u64,
-        addr: String,
-        epoch: u64,
-    },
+impl NodeHealth {
+    pub fn new(system: System, addr: String) -> NodeHealth {
+        NodeHealth {
+            system,
+            addr,
+            state: Health::Unknown,
+            machine_ms: None,
+            service_ms: None,
+            last_seen_ms: None,
+            checks: 0,
+            store: None,
+            election: None,
+            dispatcher: None,
+        }
+    }
 }
 
 /// Every node's health, shared with whoever reports it; changes are also broadcast.
@@ -81,8 +88,9 @@ pub enum Change {
 pub struct Board {
     nodes: Mutex<BTreeMap<String, NodeHealth>>,
     changes: broadcast::Sender<Change>,
-    /// The highest epoch a store node has reported serving in (a higher one is a failover).
-    primary_epoch: Mutex<u64>,
+    observed: Mutex<Observed>,
+    /// Changes so far, by kind (for /metrics).
+    counts: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Board {
@@ -98,6 +106,22 @@ impl Board {
     pub fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.changes.subscribe()
     }
+
+    /// How many changes of each kind there have been.
+    pub fn change_counts(&self) -> BTreeMap<&'static str, u64> {
+        self.counts.lock().expect("not poisoned").clone()
+    }
+
+    fn publish(&self, change: Change) {
+        tracing::info!(?change, "event");
+        *self
+            .counts
+            .lock()
+            .expect("not poisoned")
+            .entry(change.kind())
+            .or_default() += 1;
+        let _ = self.changes.send(change);
+    }
 }
 
 /// Starts one checking task per target; they stop with `shutdown`. Without a pinger (no ICMP
@@ -110,38 +134,100 @@ pub fn spawn(
     codec: FrameCodec,
     shutdown: CancellationToken,
 ) -> Arc<Board> {
-    let nodes = targets
-        .iter()
-        .map(|t| {
-            let health = NodeHealth {
-                system: t.system,
-                addr: t.addr.clone(),
-                state: Health::Unknown,
-                machine_ms: None,
-                service_ms: None,
-                last_seen_ms: None,
-                checks: 0,
-                store: None,
-            };
-            (t.addr.clone(), health)
-        })
-        .collect();
     let board = Arc::new(Board {
-        nodes: Mutex::new(nodes),
+        nodes: Mutex::new(BTreeMap::new()),
         changes: broadcast::channel(256).0,
-        primary_epoch: Mutex::new(0),
+        observed: Mutex::default(),
+        counts: Mutex::default(),
     });
+    let checking = Checking {
+        settings,
+        pinger,
+        codec,
+        board: board.clone(),
+    };
     for target in targets {
-        let checker = Checker {
-            target,
-            settings,
-            pinger: pinger.clone(),
-            codec: codec.clone(),
-            board: board.clone(),
-        };
-        tokio::spawn(checker.run(shutdown.clone()));
+        if target.system == System::Election {
+            tokio::spawn(checking.clone().roster(target.addr, shutdown.clone()));
+        } else {
+            checking.start(target, shutdown.clone());
+        }
     }
     board
+}
+
+/// How long an address may be gone from an election target's name before its row is
+/// dropped: a stopped container's name goes at once, and a row that vanished as it stopped
+/// would hide the very failure the page is there to show.
+pub const FORGET_AFTER: Duration = Duration::from_secs(30);
+
+/// What every checking task shares.
+#[derive(Clone)]
+struct Checking {
+    settings: Settings,
+    pinger: Option<Arc<Pinger>>,
+    codec: FrameCodec,
+    board: Arc<Board>,
+}
+
+impl Checking {
+    /// A row for the target and a task checking it until `stop`.
+    fn start(&self, target: Target, stop: CancellationToken) {
+        self.board.nodes.lock().expect("not poisoned").insert(
+            target.addr.clone(),
+            NodeHealth::new(target.system, target.addr.clone()),
+        );
+        let checker = Checker {
+            target,
+            settings: self.settings,
+            pinger: self.pinger.clone(),
+            codec: self.codec.clone(),
+            board: self.board.clone(),
+        };
+        tokio::spawn(checker.run(stop));
+    }
+
+    /// One checker per address `name` resolves to, kept in step with it every poll.
+    async fn roster(self, name: String, shutdown: CancellationToken) {
+        let mut known: BTreeMap<SocketAddr, (CancellationToken, Option<Instant>)> = BTreeMap::new();
+        loop {
+            let now: Vec<SocketAddr> = tokio::net::lookup_host(&name)
+                .await
+                .map(|found| found.collect())
+                .unwrap_or_default();
+            for addr in &now {
+                known.entry(*addr).or_insert_with(|| {
+                    tracing::info!(%name, %addr, "watching a new election node");
+                    let stop = shutdown.child_token();
+                    let target = Target {
+                        system: System::Election,
+                        addr: addr.to_string(),
+                    };
+                    self.start(target, stop.clone());
+                    (stop, None)
+                });
+            }
+            known.retain(|addr, (stop, gone_since)| {
+                if now.contains(addr) {
+                    *gone_since = None;
+                    return true;
+                }
+                let since = *gone_since.get_or_insert_with(Instant::now);
+                if since.elapsed() < FORGET_AFTER {
+                    return true;
+                }
+                tracing::info!(%name, %addr, "no longer watching: the address left the name");
+                stop.cancel();
+                let mut nodes = self.board.nodes.lock().expect("not poisoned");
+                nodes.remove(&addr.to_string());
+                false
+            });
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(self.settings.poll) => {}
+            }
+        }
+    }
 }
 
 struct Checker {
@@ -239,9 +325,9 @@ impl Checker {
         let transition = tracker.observe(probe);
         let now = wall_ms();
         let mut nodes = self.board.nodes.lock().expect("not poisoned");
-        let node = nodes
-            .get_mut(&self.target.addr)
-            .expect("every target has a row");
+        let Some(node) = nodes.get_mut(&self.target.addr) else {
+            return; // the roster dropped this row as the check ended
+        };
         node.state = tracker.state();
         node.checks += 1;
         node.machine_ms = findings.machine.map(|d| d.as_secs_f64() * 1000.0);
@@ -249,30 +335,42 @@ impl Checker {
         if findings.service.is_some() {
             node.last_seen_ms = Some(now);
         }
-        if let Some(Message::StoreStatus(status)) = &findings.answer {
-            node.store = Some((**status).clone());
-            let mut seen = self.board.primary_epoch.lock().expect("not poisoned");
-            if status.role == "primary" && status.epoch > *seen {
-                // The first primary seen is no failover, only the start of the watch.
-                if *seen > 0 {
-                    tracing::info!(node = %self.target.addr, epoch = status.epoch, "failover: a new primary");
-                    let _ = self.board.changes.send(Change::Failover {
-                        at_ms: now,
-                        addr: self.target.addr.clone(),
-                        epoch: status.epoch,
-                    });
-                }
-                *seen = status.epoch;
-            }
+        let changes = match &findings.answer {
+            Some(answer) => self.take_answer(node, answer, now),
+            None => Vec::new(),
+        };
+        drop(nodes);
+        for change in changes {
+            self.board.publish(change);
         }
         if let Some(t) = transition {
             tracing::info!(node = %self.target.addr, from = ?t.from, to = ?t.to, machine = probe.machine, service = probe.service, "health changed");
-            let _ = self.board.changes.send(Change::Health {
+            self.board.publish(Change::Health {
                 at_ms: now,
                 addr: self.target.addr.clone(),
                 from: t.from,
                 to: t.to,
             });
+        }
+    }
+
+    /// Keeps the node's own status and returns what it reveals.
+    fn take_answer(&self, node: &mut NodeHealth, answer: &Message, now: u64) -> Vec<Change> {
+        let mut observed = self.board.observed.lock().expect("not poisoned");
+        match answer {
+            Message::StoreStatus(status) => {
+                node.store = Some((**status).clone());
+                observed.store(&self.target.addr, status, now)
+            }
+            Message::ElectionStatus(status) => {
+                node.election = Some(status.clone());
+                observed.election(status, now)
+            }
+            Message::DispatcherStatus(status) => {
+                node.dispatcher = Some(status.clone());
+                observed.dispatcher(status, now)
+            }
+            _ => Vec::new(),
         }
     }
 }

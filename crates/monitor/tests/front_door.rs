@@ -80,6 +80,7 @@ async fn lab() -> Lab {
         admin_token: Some(TOKEN.into()),
         limits: Limits::default(),
         requests: Default::default(),
+        upstreams: Default::default(),
         balance: Balance::RoundRobin,
         balancing: Default::default(),
     });
@@ -193,6 +194,10 @@ async fn keys_are_written_read_updated_and_deleted_through_the_door() {
         "{text}"
     );
     assert!(text.contains("halab_monitor_node_state{"), "{text}");
+    assert!(
+        text.contains("\nhalab_monitor_failovers_total 0\n"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -287,9 +292,30 @@ async fn seed_004s_sum_and_stale_reads_are_served_by_a_healthy_node() {
         (StatusCode::OK, Some("v")),
         "{body}"
     );
+    let node = body["served_by"].as_str().unwrap().to_string();
     let (status, body) = call(app, request("GET", "/kv/k?consistency=weird", "")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     error_of(&body);
+
+    // The one node served the sum, the overflowing sum (its refusal is an answer) and the
+    // stale read: the balancer's choices are counted, and the node is the primary.
+    let (_, text) = call(app, request("GET", "/metrics", "")).await;
+    let counted =
+        format!("halab_monitor_upstream_requests_total{{addr=\"{node}\",outcome=\"ok\"}} 3\n");
+    assert!(text.as_str().unwrap().contains(&counted), "{text}");
+    // The checks see the node's role a poll after it took it.
+    let primary = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let (_, status) = call(app, request("GET", "/api/status", "")).await;
+            if let Some(primary) = status["store"]["primary"].as_str() {
+                return primary.to_string();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the checks see a primary within 10 s");
+    assert_eq!(primary, node);
 }
 
 #[tokio::test]
@@ -313,10 +339,12 @@ async fn events_stream_a_status_snapshot_at_once() {
         .expect("the stream goes on")
         .unwrap();
     let text = String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap();
-    assert!(
-        text.starts_with("event: status\ndata: {\"nodes\":["),
-        "{text}"
-    );
+    let data = text
+        .strip_prefix("event: status\ndata: ")
+        .unwrap_or_else(|| panic!("a status event first: {text}"));
+    let status: Value = serde_json::from_str(data.trim_end()).unwrap();
+    assert!(status["nodes"].is_array(), "{status}");
+    assert_eq!(status["store"]["nodes"], 1, "{status}");
 }
 
 #[tokio::test]
@@ -362,6 +390,7 @@ async fn everything_down_is_503_with_a_reason() {
         admin_token: None,
         limits: Limits::default(),
         requests: Default::default(),
+        upstreams: Default::default(),
         balance: Balance::RoundRobin,
         balancing: Default::default(),
     });
