@@ -9,6 +9,18 @@ DAEMONS=(dispatcher worker leader-election primary-standby monitor)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
+# Installs the Debian packages whose commands are missing: ensure_packages COMMAND:PACKAGE...
+ensure_packages() {
+  local wanted=() pair
+  for pair in "$@"; do
+    command -v "${pair%%:*}" >/dev/null || wanted+=("${pair#*:}")
+  done
+  [ "${#wanted[@]}" -eq 0 ] && return 0
+  log "installing ${wanted[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${wanted[@]}" >/dev/null ||
+    { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${wanted[@]}" >/dev/null; }
+}
+
 # docker compose v2 when present, else Debian's docker-compose v1: the file works with both.
 compose() {
   if docker compose version >/dev/null 2>&1; then
