@@ -38,8 +38,10 @@ pub struct MonitorConfig {
     #[arg(long, env = "HALAB_ICMP_TIMEOUT_MS", default_value_t = 200)]
     pub icmp_timeout_ms: u64,
 
-    /// How long the service's ping (its status request) may take.
-    #[arg(long, env = "HALAB_SERVICE_TIMEOUT_MS", default_value_t = 300)]
+    /// How long the service's ping (its status request) may take. A paused service is then
+    /// called down within poll + 2 × this + retry (two silent pings in a row): with the
+    /// defaults 1 s, two poll intervals.
+    #[arg(long, env = "HALAB_SERVICE_TIMEOUT_MS", default_value_t = 200)]
     pub service_timeout_ms: u64,
 
     /// Results in a row before a node is up again.
