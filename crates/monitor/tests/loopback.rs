@@ -66,17 +66,21 @@ async fn next_change(changes: &mut tokio::sync::broadcast::Receiver<Change>) -> 
     }
 }
 
-#[tokio::test]
-async fn a_node_that_stops_answering_is_service_down_and_up_again_when_it_answers() {
-    let answering = Arc::new(AtomicBool::new(true));
-    let addr = stand_in(answering.clone()).await;
-    let settings = Settings {
+/// Quick polls, so that the tests take a fraction of a second.
+fn settings() -> Settings {
+    Settings {
         poll: Duration::from_millis(50),
         retry: Duration::from_millis(20),
         icmp_timeout: Duration::from_millis(200),
         service_timeout: Duration::from_millis(100),
         thresholds: Thresholds { rise: 1, fall: 2 },
-    };
+    }
+}
+
+#[tokio::test]
+async fn a_node_that_stops_answering_is_service_down_and_up_again_when_it_answers() {
+    let answering = Arc::new(AtomicBool::new(true));
+    let addr = stand_in(answering.clone()).await;
     let shutdown = CancellationToken::new();
     let pinger = Pinger::detect().ok().map(Arc::new);
     let target = Target {
@@ -85,7 +89,7 @@ async fn a_node_that_stops_answering_is_service_down_and_up_again_when_it_answer
     };
     let board = poller::spawn(
         vec![target],
-        settings,
+        settings(),
         pinger,
         FrameCodec::default(),
         shutdown.clone(),
@@ -187,17 +191,10 @@ async fn a_new_leader_recolourings_and_removals_reach_the_event_log() {
             addr: scripted(answering.clone(), dispatcher.clone()).await,
         },
     ];
-    let settings = Settings {
-        poll: Duration::from_millis(50),
-        retry: Duration::from_millis(20),
-        icmp_timeout: Duration::from_millis(200),
-        service_timeout: Duration::from_millis(100),
-        thresholds: Thresholds { rise: 1, fall: 2 },
-    };
     let shutdown = CancellationToken::new();
     let board = poller::spawn(
         targets,
-        settings,
+        settings(),
         None,
         FrameCodec::default(),
         shutdown.clone(),
