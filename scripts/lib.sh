@@ -6,6 +6,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-halab}"
 TARGET=x86_64-unknown-linux-gnu
 DAEMONS=(dispatcher worker leader-election primary-standby monitor)
+# Built the same way and staged beside them, but no image of their own: scripts/chaos runs
+# them in a lab image's container.
+TOOLS=(halab)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 

@@ -7,32 +7,25 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use clap::Parser;
 use http_body_util::BodyExt;
 use monitor::balancer::Balance;
 use monitor::front_door::{self, FrontDoor};
 use monitor::gateway::Gateway;
 use monitor::health::Thresholds;
 use monitor::poller::{self, Settings, System, Target};
-use primary_standby::config::StoreConfig;
 use primary_standby::limits::Limits;
+use primary_standby::testing::{ADMIN_TOKEN, Cluster};
 use proto::FrameCodec;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-const TOKEN: &str = "secret";
+const TOKEN: &str = ADMIN_TOKEN;
 const BODY_LIMIT: usize = 1024;
-
-#[derive(Debug, Parser)]
-struct Opts {
-    #[command(flatten)]
-    config: StoreConfig,
-}
 
 struct Lab {
     app: Router,
-    _dir: tempfile::TempDir,
+    _store: Cluster,
     stop: CancellationToken,
 }
 
@@ -44,28 +37,9 @@ impl Drop for Lab {
 
 /// One store node and a front door to it.
 async fn lab() -> Lab {
-    let dir = tempfile::tempdir().unwrap();
-    let port = testkit::free_port();
-    let link = testkit::free_port();
-    let config = Opts::parse_from([
-        "test".to_string(),
-        "--id=1".into(),
-        format!("--data-dir={}", dir.path().join("data").display()),
-        format!("--witness-dir={}", dir.path().join("witness").display()),
-        format!("--listen=127.0.0.1:{port}"),
-        format!("--link-listen=127.0.0.1:{link}"),
-        format!("--advertise=127.0.0.1:{port}"),
-        format!("--advertise-link=127.0.0.1:{link}"),
-        format!("--admin-token={TOKEN}"),
-    ])
-    .config;
+    let store = Cluster::start(1, FrameCodec::default()).await;
+    let nodes = store.addrs();
     let stop = CancellationToken::new();
-    let daemon = primary_standby::daemon::start(config, FrameCodec::default(), stop.clone())
-        .await
-        .unwrap();
-    tokio::spawn(daemon.join());
-    let nodes = vec![format!("127.0.0.1:{port}")];
-    let settings = settings_for_test();
     let targets = nodes
         .iter()
         .map(|addr| Target {
@@ -73,7 +47,13 @@ async fn lab() -> Lab {
             addr: addr.clone(),
         })
         .collect();
-    let board = poller::spawn(targets, settings, None, FrameCodec::default(), stop.clone());
+    let board = poller::spawn(
+        targets,
+        settings_for_test(),
+        None,
+        FrameCodec::default(),
+        stop.clone(),
+    );
     let door = Arc::new(FrontDoor {
         board,
         store: Gateway::new(nodes, FrameCodec::default(), Duration::from_secs(2)),
@@ -86,7 +66,7 @@ async fn lab() -> Lab {
     });
     Lab {
         app: front_door::router(door, BODY_LIMIT),
-        _dir: dir,
+        _store: store,
         stop,
     }
 }

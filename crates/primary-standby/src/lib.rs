@@ -14,5 +14,7 @@ mod log_writer;
 pub mod node;
 pub mod redis;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod wal;
 pub mod witness;
