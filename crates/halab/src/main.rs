@@ -6,14 +6,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use halab::chaos::{self, RandomRun};
 use halab::history;
 use halab::recorder::{self, Workload};
 use halab::verdict;
 
 /// halab's lab instrument. `check` records a store client's history (reads and writes of a
 /// few keys, through whatever faults happen meanwhile) and checks it: linearizable per key, no
-/// acknowledged write lost, no value from nowhere. Every flag --some-name can also be set as
-/// HALAB_SOME_NAME.
+/// acknowledged write lost, no value from nowhere. `chaos random` injects random faults into
+/// the lab's store meanwhile. Every flag --some-name can also be set as HALAB_SOME_NAME.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
 struct Cli {
@@ -28,16 +29,22 @@ enum Command {
     /// Run the workload against the store and check its history (or check a saved one with
     /// --history). Prints one JSON line; exits 1 when the history is not valid.
     Check(CheckArgs),
+    /// Break the running lab on purpose.
+    #[command(subcommand)]
+    Chaos(Chaos),
+}
+
+#[derive(Debug, Subcommand)]
+enum Chaos {
+    /// Random faults on the store's nodes (kill, pause, cut from the replication network, cut
+    /// from both), one at a time, drawn from --seed, while the workload runs; then everything
+    /// healed and the history checked. Prints the seed at once and one JSON line at the end;
+    /// exits 1 when an invariant broke. Needs the Docker socket and the lab network.
+    Random(RandomArgs),
 }
 
 #[derive(Debug, Args)]
-struct CheckArgs {
-    /// Check this saved history (one JSON operation per line) instead of running a workload.
-    #[arg(long, env = "HALAB_HISTORY")]
-    history: Option<PathBuf>,
-    /// Save the recorded history here.
-    #[arg(long, env = "HALAB_SAVE")]
-    save: Option<PathBuf>,
+struct WorkloadArgs {
     /// The store's nodes (host:port of their client ports, comma-separated).
     #[arg(
         long,
@@ -63,12 +70,62 @@ struct CheckArgs {
     deadline_ms: u64,
 }
 
+impl WorkloadArgs {
+    fn workload(&self) -> Workload {
+        Workload {
+            nodes: self.nodes.clone(),
+            clients: self.clients,
+            keys: self.keys,
+            rate: self.rate,
+            duration: Duration::from_secs(self.duration),
+            deadline: Duration::from_millis(self.deadline_ms),
+            prefix: format!("check{}-{}", std::process::id(), wall_s()),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// Check this saved history (one JSON operation per line) instead of running a workload.
+    #[arg(long, env = "HALAB_HISTORY")]
+    history: Option<PathBuf>,
+    /// Save the recorded history here.
+    #[arg(long, env = "HALAB_SAVE")]
+    save: Option<PathBuf>,
+    #[command(flatten)]
+    workload: WorkloadArgs,
+}
+
+#[derive(Debug, Args)]
+struct RandomArgs {
+    /// The schedule's seed (printed): the same seed replays the same faults. Default: random.
+    #[arg(long, env = "HALAB_SEED")]
+    seed: Option<u64>,
+    /// The compose project whose store containers are broken.
+    #[arg(long, env = "HALAB_PROJECT", default_value = "halab")]
+    project: String,
+    /// The lab network (clients) and the replication network.
+    #[arg(long, env = "HALAB_LAN", default_value = "halab_lan")]
+    lan: String,
+    #[arg(long, env = "HALAB_LINK", default_value = "halab_link")]
+    link: String,
+    #[command(flatten)]
+    workload: WorkloadArgs,
+}
+
 fn main() -> ExitCode {
     halab_runtime::run_main(run(Cli::parse()))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let Command::Check(args) = cli.command;
+    let codec = cli.common.codec();
+    match cli.command {
+        Command::Check(args) => check(args, codec).await,
+        Command::Chaos(Chaos::Random(args)) => random(args, &cli.common, codec).await,
+    }
+}
+
+async fn check(args: CheckArgs, codec: proto::FrameCodec) -> anyhow::Result<()> {
     let history = match &args.history {
         Some(path) => {
             let file =
@@ -76,18 +133,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             history::read_jsonl(BufReader::new(file))
                 .with_context(|| format!("{} is not a history", path.display()))?
         }
-        None => {
-            let workload = Workload {
-                nodes: args.nodes.clone(),
-                clients: args.clients,
-                keys: args.keys,
-                rate: args.rate,
-                duration: Duration::from_secs(args.duration),
-                deadline: Duration::from_millis(args.deadline_ms),
-                prefix: format!("check{}", std::process::id()),
-            };
-            recorder::record(workload, cli.common.codec()).await?
-        }
+        None => recorder::record(args.workload.workload(), codec).await?,
     };
     if let Some(path) = &args.save {
         let file =
@@ -102,6 +148,46 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         report.anomalies.len()
     );
     Ok(())
+}
+
+async fn random(
+    args: RandomArgs,
+    common: &halab_runtime::CommonArgs,
+    codec: proto::FrameCodec,
+) -> anyhow::Result<()> {
+    halab_runtime::logging::init(common)?;
+    let seed = args.seed.unwrap_or_else(rand::random);
+    eprintln!("seed {seed} (replay with --seed {seed})");
+    let services = args
+        .workload
+        .nodes
+        .iter()
+        .map(|n| {
+            n.rsplit_once(':')
+                .map_or(n.as_str(), |(host, _)| host)
+                .to_string()
+        })
+        .collect();
+    let run = RandomRun {
+        seed,
+        duration: Duration::from_secs(args.workload.duration),
+        services,
+        nodes: args.workload.nodes.clone(),
+        project: args.project,
+        lan: args.lan,
+        link: args.link,
+        workload: args.workload.workload(),
+    };
+    let report = chaos::random(run, codec).await?;
+    println!("{}", serde_json::to_string(&report)?);
+    anyhow::ensure!(report.ok, "an invariant broke (seed {seed})");
+    Ok(())
+}
+
+fn wall_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

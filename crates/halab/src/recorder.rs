@@ -27,13 +27,27 @@ pub struct Workload {
     pub prefix: String,
 }
 
+/// The workload, then the final reads: a run with no faults of its own (the faults, if any,
+/// come from elsewhere meanwhile).
 pub async fn record(workload: Workload, codec: FrameCodec) -> anyhow::Result<Vec<Operation>> {
+    let began = Instant::now();
+    let mut history = clients(&workload, &codec, began).await?;
+    history.extend(final_reads(&workload, &codec, began).await);
+    history.sort_by_key(|op| op.invoked_ns);
+    Ok(history)
+}
+
+/// The clients' operations for the workload's duration (times since `began`).
+pub async fn clients(
+    workload: &Workload,
+    codec: &FrameCodec,
+    began: Instant,
+) -> anyhow::Result<Vec<Operation>> {
     anyhow::ensure!(
         workload.clients > 0 && workload.keys > 0 && workload.rate > 0,
         "--clients, --keys and --rate must be above 0"
     );
-    let workload = Arc::new(workload);
-    let began = Instant::now();
+    let workload = Arc::new(workload.clone());
     let tasks: Vec<_> = (0..workload.clients)
         .map(|process| {
             let workload = workload.clone();
@@ -45,16 +59,25 @@ pub async fn record(workload: Workload, codec: FrameCodec) -> anyhow::Result<Vec
     for task in tasks {
         history.extend(task.await?);
     }
-    // The final reads: every operation above has completed or been given up on.
-    let mut client = client(&workload, codec);
+    Ok(history)
+}
+
+/// One read of every key, once every other operation has completed or been given up on: what
+/// survived.
+pub async fn final_reads(
+    workload: &Workload,
+    codec: &FrameCodec,
+    began: Instant,
+) -> Vec<Operation> {
+    let mut client = client(workload, codec.clone());
+    let mut reads = Vec::new();
     for key in 0..workload.keys {
         let call = Call::Read {
-            key: key_name(&workload, key),
+            key: key_name(workload, key),
         };
-        history.push(perform(&mut client, workload.clients, call, began).await);
+        reads.push(perform(&mut client, workload.clients, call, began).await);
     }
-    history.sort_by_key(|op| op.invoked_ns);
-    Ok(history)
+    reads
 }
 
 fn client(workload: &Workload, codec: FrameCodec) -> Client {

@@ -238,7 +238,7 @@ pub async fn run(plan: LoadPlan, codec: FrameCodec) -> anyhow::Result<LoadReport
 
 /// What polling the nodes' status saw.
 #[derive(Debug, Default)]
-struct Seen {
+pub struct Seen {
     /// (node, epoch, from_ms) → until_ms (None while it lasts, as last reported).
     primaryships: BTreeMap<(String, u64, u64), Option<u64>>,
     /// The first epoch seen and the highest.
@@ -270,7 +270,7 @@ impl Seen {
     }
 
     /// The most primaryships (half-open intervals) that overlap at one instant.
-    fn max_overlap(&self, now_ms: u64) -> u64 {
+    pub fn max_overlap(&self, now_ms: u64) -> u64 {
         let mut edges: Vec<(u64, i64)> = Vec::new();
         for ((_, _, from), until) in &self.primaryships {
             let until = until.unwrap_or(now_ms);
@@ -290,7 +290,9 @@ impl Seen {
     }
 }
 
-async fn watch(nodes: Vec<String>, codec: FrameCodec, every: Duration, until: Instant) -> Seen {
+/// Polls every node's status every `every` until `until`: the primaryships they report (a
+/// node that stops answering served no longer than its silence began).
+pub async fn watch(nodes: Vec<String>, codec: FrameCodec, every: Duration, until: Instant) -> Seen {
     let client = Client::new(nodes.clone(), codec);
     let mut seen = Seen::default();
     let mut silent_since: BTreeMap<String, u64> = BTreeMap::new();

@@ -1,0 +1,260 @@
+//! `halab chaos random`: the nemesis's plan carried out on the running lab through Docker's
+//! Engine API (bollard, over the socket), while the checker's clients read and write and every
+//! store node's status is polled every 20 ms. Then: every fault healed, the store steady again
+//! (a primary, both standbys in sync), the final reads, and the checks — the history
+//! linearizable with nothing acknowledged lost, never two primaries at once.
+//!
+//! Runs where the store's names resolve: a container on the lab network with the Docker socket
+//! mounted (scripts/chaos random starts one).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bollard::Docker;
+use bollard::models::{EndpointSettings, NetworkConnectRequest, NetworkDisconnectRequest};
+use bollard::query_parameters::{
+    InspectContainerOptions, KillContainerOptions, ListContainersOptions,
+};
+use primary_standby::client::Client;
+use primary_standby::load;
+use primary_standby::witness::wall_ms;
+use proto::FrameCodec;
+use serde::Serialize;
+
+use crate::nemesis::{self, Fault, FaultKind};
+use crate::recorder::{self, Workload};
+use crate::verdict::{self, Anomaly};
+
+#[derive(Debug, Clone)]
+pub struct RandomRun {
+    pub seed: u64,
+    /// The workload's length; every fault is healed before it ends.
+    pub duration: Duration,
+    /// The store's services, in node order (store1, …), and their client addresses.
+    pub services: Vec<String>,
+    pub nodes: Vec<String>,
+    /// The compose project (its containers' label) and the lab's two networks.
+    pub project: String,
+    pub lan: String,
+    pub link: String,
+    pub workload: Workload,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RandomReport {
+    pub seed: u64,
+    pub faults: usize,
+    pub faults_by_kind: BTreeMap<FaultKind, usize>,
+    pub operations: usize,
+    pub acknowledged: usize,
+    pub unknown: usize,
+    pub anomalies: Vec<Anomaly>,
+    pub max_primaries_at_once: u64,
+    /// From the end of the workload until a primary had both standbys in sync again.
+    pub steady_after_ms: u64,
+    pub ok: bool,
+}
+
+/// How long the store may take to be steady again once every fault is healed.
+const STEADY_LIMIT: Duration = Duration::from_secs(60);
+
+pub async fn random(run: RandomRun, codec: FrameCodec) -> anyhow::Result<RandomReport> {
+    let lab = Lab::open(&run.project)?;
+    let plan = nemesis::plan(run.seed, run.duration, run.services.len());
+    tracing::info!(seed = run.seed, faults = plan.len(), "the nemesis's plan");
+    let began = Instant::now();
+    let watcher = tokio::spawn(load::watch(
+        run.nodes.clone(),
+        codec.clone(),
+        Duration::from_millis(20),
+        (began + run.duration).into(),
+    ));
+    let workload = run.workload.clone();
+    let client_codec = codec.clone();
+    let clients =
+        tokio::spawn(async move { recorder::clients(&workload, &client_codec, began).await });
+
+    // The plan's calm between faults is kept after each actual healing (a kill through the
+    // engine can take a second or two): the schedule shifts later, and a fault that would no
+    // longer be healed before the workload ends is left out.
+    let mut faults_by_kind = BTreeMap::new();
+    let mut next_at = began + Duration::from_millis(plan.first().map_or(0, |f| f.at_ms));
+    for (index, fault) in plan.iter().enumerate() {
+        let hold = Duration::from_millis(fault.hold_ms);
+        if next_at + hold >= began + run.duration {
+            tracing::info!(left_out = plan.len() - index, "no time left for the rest of the plan");
+            break;
+        }
+        tokio::time::sleep_until(next_at.into()).await;
+        let service = &run.services[fault.node];
+        tracing::info!(?fault.kind, %service, hold_ms = fault.hold_ms, "fault");
+        lab.inject(fault, service, &run).await?;
+        tokio::time::sleep(hold).await;
+        lab.heal(fault, service, &run).await?;
+        tracing::info!(?fault.kind, %service, "healed");
+        *faults_by_kind.entry(fault.kind).or_default() += 1;
+        if let Some(following) = plan.get(index + 1) {
+            let calm = following.at_ms - fault.at_ms - fault.hold_ms;
+            next_at = Instant::now() + Duration::from_millis(calm);
+        }
+    }
+
+    let mut history = clients.await??;
+    let workload_ended = Instant::now();
+    steady(&run.nodes, &codec).await?;
+    let steady_after = workload_ended.elapsed();
+    history.extend(recorder::final_reads(&run.workload, &codec, began).await);
+    history.sort_by_key(|op| op.invoked_ns);
+    let seen = watcher.await?;
+
+    let report = verdict::check(&history);
+    let max_primaries_at_once = seen.max_overlap(wall_ms());
+    Ok(RandomReport {
+        seed: run.seed,
+        faults: faults_by_kind.values().sum(),
+        faults_by_kind,
+        operations: report.operations,
+        acknowledged: report.ok,
+        unknown: report.unknown,
+        max_primaries_at_once,
+        steady_after_ms: steady_after.as_millis() as u64,
+        ok: report.valid() && max_primaries_at_once <= 1 && report.ok > 0,
+        anomalies: report.anomalies,
+    })
+}
+
+/// Waits until one node is primary with every other node in sync.
+async fn steady(nodes: &[String], codec: &FrameCodec) -> anyhow::Result<()> {
+    let client = Client::new(nodes.to_vec(), codec.clone());
+    let give_up = Instant::now() + STEADY_LIMIT;
+    loop {
+        let mut primaries = Vec::new();
+        for node in nodes {
+            if let Ok(Ok(status)) =
+                tokio::time::timeout(Duration::from_millis(500), client.status(node)).await
+            {
+                if status.role == "primary" {
+                    primaries.push(status.in_sync.len());
+                }
+            }
+        }
+        if primaries == [nodes.len() - 1] {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < give_up,
+            "the store was not steady (a primary, every standby in sync) within {STEADY_LIMIT:?} of the last fault's healing"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The lab's containers, through the Engine API.
+struct Lab {
+    docker: Docker,
+    project: String,
+}
+
+impl Lab {
+    fn open(project: &str) -> anyhow::Result<Lab> {
+        let docker = Docker::connect_with_socket_defaults()
+            .context("cannot reach the Docker engine (is /var/run/docker.sock mounted?)")?;
+        Ok(Lab {
+            docker,
+            project: project.to_string(),
+        })
+    }
+
+    /// The id of the service's container.
+    async fn container(&self, service: &str) -> anyhow::Result<String> {
+        let labels = vec![
+            format!("com.docker.compose.project={}", self.project),
+            format!("com.docker.compose.service={service}"),
+        ];
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([("label".to_string(), labels)])),
+            ..Default::default()
+        };
+        let found = self.docker.list_containers(Some(options)).await?;
+        found
+            .into_iter()
+            .find_map(|c| c.id)
+            .with_context(|| format!("no container of {service} in project {}", self.project))
+    }
+
+    async fn inject(&self, fault: &Fault, service: &str, run: &RandomRun) -> anyhow::Result<()> {
+        let id = self.container(service).await?;
+        match fault.kind {
+            FaultKind::Kill => {
+                let options = KillContainerOptions {
+                    signal: "SIGKILL".into(),
+                };
+                self.docker.kill_container(&id, Some(options)).await?;
+            }
+            FaultKind::Pause => self.docker.pause_container(&id).await?,
+            FaultKind::CutLink => self.disconnect(&run.link, &id).await?,
+            FaultKind::CutOff => {
+                self.disconnect(&run.lan, &id).await?;
+                self.disconnect(&run.link, &id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn heal(&self, fault: &Fault, service: &str, run: &RandomRun) -> anyhow::Result<()> {
+        let id = self.container(service).await?;
+        match fault.kind {
+            // The restart policy may not apply to a kill through the engine: start it if not.
+            FaultKind::Kill => {
+                let inspected = self
+                    .docker
+                    .inspect_container(&id, None::<InspectContainerOptions>)
+                    .await?;
+                let state = inspected.state.unwrap_or_default();
+                let coming_back = state.running == Some(true) || state.restarting == Some(true);
+                if !coming_back {
+                    self.docker.start_container(&id, None).await?;
+                }
+            }
+            FaultKind::Pause => self.docker.unpause_container(&id).await?,
+            FaultKind::CutLink => {
+                self.connect(&run.link, &id, &format!("{service}-link"))
+                    .await?
+            }
+            FaultKind::CutOff => {
+                self.connect(&run.lan, &id, service).await?;
+                self.connect(&run.link, &id, &format!("{service}-link"))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn disconnect(&self, network: &str, id: &str) -> anyhow::Result<()> {
+        let request = NetworkDisconnectRequest {
+            container: id.to_string(),
+            force: Some(true),
+        };
+        self.docker
+            .disconnect_network(network, request)
+            .await
+            .with_context(|| format!("disconnecting {id} from {network}"))
+    }
+
+    /// Back on the network under the alias the lab gives it there.
+    async fn connect(&self, network: &str, id: &str, alias: &str) -> anyhow::Result<()> {
+        let request = NetworkConnectRequest {
+            container: id.to_string(),
+            endpoint_config: Some(EndpointSettings {
+                aliases: Some(vec![alias.to_string()]),
+                ..Default::default()
+            }),
+        };
+        self.docker
+            .connect_network(network, request)
+            .await
+            .with_context(|| format!("connecting {id} to {network}"))
+    }
+}
