@@ -83,7 +83,10 @@ pub async fn random(run: RandomRun, codec: FrameCodec) -> anyhow::Result<RandomR
     for (index, fault) in plan.iter().enumerate() {
         let hold = Duration::from_millis(fault.hold_ms);
         if next_at + hold >= began + run.duration {
-            tracing::info!(left_out = plan.len() - index, "no time left for the rest of the plan");
+            tracing::info!(
+                left_out = plan.len() - index,
+                "no time left for the rest of the plan"
+            );
             break;
         }
         tokio::time::sleep_until(next_at.into()).await;

@@ -10,6 +10,7 @@ use halab::chaos::{self, RandomRun};
 use halab::history;
 use halab::recorder::{self, Workload};
 use halab::verdict;
+use primary_standby::client::ClientArgs;
 
 /// halab's lab instrument. `check` records a store client's history (reads and writes of a
 /// few keys, through whatever faults happen meanwhile) and checks it: linearizable per key, no
@@ -45,14 +46,8 @@ enum Chaos {
 
 #[derive(Debug, Args)]
 struct WorkloadArgs {
-    /// The store's nodes (host:port of their client ports, comma-separated).
-    #[arg(
-        long,
-        env = "HALAB_NODES",
-        value_delimiter = ',',
-        default_value = "127.0.0.1:7300"
-    )]
-    nodes: Vec<String>,
+    #[command(flatten)]
+    store: ClientArgs,
     /// Clients, each one operation at a time.
     #[arg(long, env = "HALAB_CLIENTS", default_value_t = 4)]
     clients: u32,
@@ -65,20 +60,17 @@ struct WorkloadArgs {
     /// How long the workload runs, in seconds.
     #[arg(long, env = "HALAB_DURATION", default_value_t = 10)]
     duration: u64,
-    /// How long one operation keeps trying (through a failover) before its outcome is unknown.
-    #[arg(long, env = "HALAB_DEADLINE_MS", default_value_t = 5000)]
-    deadline_ms: u64,
 }
 
 impl WorkloadArgs {
     fn workload(&self) -> Workload {
         Workload {
-            nodes: self.nodes.clone(),
+            nodes: self.store.nodes.clone(),
             clients: self.clients,
             keys: self.keys,
             rate: self.rate,
             duration: Duration::from_secs(self.duration),
-            deadline: Duration::from_millis(self.deadline_ms),
+            deadline: self.store.deadline(),
             prefix: format!("check{}-{}", std::process::id(), wall_s()),
         }
     }
@@ -160,6 +152,7 @@ async fn random(
     eprintln!("seed {seed} (replay with --seed {seed})");
     let services = args
         .workload
+        .store
         .nodes
         .iter()
         .map(|n| {
@@ -172,7 +165,7 @@ async fn random(
         seed,
         duration: Duration::from_secs(args.workload.duration),
         services,
-        nodes: args.workload.nodes.clone(),
+        nodes: args.workload.store.nodes.clone(),
         project: args.project,
         lan: args.lan,
         link: args.link,

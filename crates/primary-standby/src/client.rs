@@ -51,6 +51,36 @@ pub struct Client {
     pub deadline: Duration,
 }
 
+/// How a command-line client reaches the store: flattened into every subcommand that talks
+/// to it (here and in `halab`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClientArgs {
+    /// The store's nodes (host:port of their client ports, comma-separated): any of them
+    /// leads to the primary.
+    #[arg(
+        long,
+        env = "HALAB_NODES",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:7300"
+    )]
+    pub nodes: Vec<String>,
+    /// How long to keep trying (through a failover) before giving up.
+    #[arg(long, env = "HALAB_DEADLINE_MS", default_value_t = 5000)]
+    pub deadline_ms: u64,
+}
+
+impl ClientArgs {
+    pub fn deadline(&self) -> Duration {
+        Duration::from_millis(self.deadline_ms)
+    }
+
+    pub fn client(&self, codec: FrameCodec) -> Client {
+        let mut client = Client::new(self.nodes.clone(), codec);
+        client.deadline = self.deadline();
+        client
+    }
+}
+
 impl Client {
     /// A client of the store whose nodes answer at `nodes` (host:port, any of them).
     pub fn new(nodes: Vec<String>, codec: FrameCodec) -> Client {

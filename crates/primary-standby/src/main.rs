@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use halab_runtime::{ControlCommand, StatusArgs};
-use primary_standby::client::Client;
+use primary_standby::client::{Client, ClientArgs};
 use primary_standby::config::StoreConfig;
 use primary_standby::limits::{Limits, parse_update};
 use primary_standby::load::{self, LoadPlan};
@@ -26,22 +26,6 @@ struct Cli {
     command: Option<Command>,
 }
 
-#[derive(Debug, Args)]
-struct Target {
-    /// The store's nodes (host:port of their client ports, comma-separated): any of them
-    /// leads to the primary.
-    #[arg(
-        long,
-        env = "HALAB_NODES",
-        value_delimiter = ',',
-        default_value = "127.0.0.1:7300"
-    )]
-    nodes: Vec<String>,
-    /// How long to keep trying (through a failover) before giving up.
-    #[arg(long, env = "HALAB_DEADLINE_MS", default_value_t = 5000)]
-    deadline_ms: u64,
-}
-
 #[derive(Debug, Subcommand)]
 enum Command {
     #[command(flatten)]
@@ -50,14 +34,14 @@ enum Command {
     Get {
         key: String,
         #[command(flatten)]
-        target: Target,
+        target: ClientArgs,
     },
     /// Set a key.
     Set {
         key: String,
         value: String,
         #[command(flatten)]
-        target: Target,
+        target: ClientArgs,
     },
     /// Set every key=value line of a file at once (seed 001's update); a bad line is reported
     /// by number and nothing is written.
@@ -65,13 +49,13 @@ enum Command {
         #[arg(short = 'f', long = "file", env = "HALAB_FILE")]
         file: PathBuf,
         #[command(flatten)]
-        target: Target,
+        target: ClientArgs,
     },
     /// Delete a key.
     Delete {
         key: String,
         #[command(flatten)]
-        target: Target,
+        target: ClientArgs,
     },
     /// Print the whole map of one node (seed 001's get_state).
     State {
@@ -79,7 +63,7 @@ enum Command {
         #[arg(long, env = "HALAB_NODE", default_value = "primary")]
         node: String,
         #[command(flatten)]
-        target: Target,
+        target: ClientArgs,
     },
     /// Make a node exit at once, as in a crash (needs the nodes' admin token).
     Kill {
@@ -89,7 +73,7 @@ enum Command {
         #[arg(long, env = "HALAB_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: String,
         #[command(flatten)]
-        target: Target,
+        target: ClientArgs,
     },
     /// Clients writing unique keys at a steady rate, then every key read back; prints one JSON
     /// line (acked, lost, unknown, the longest gap between acknowledgements, latencies).
@@ -119,7 +103,7 @@ struct LoadArgs {
     #[arg(long, env = "HALAB_REDIS", conflicts_with = "watch_ms")]
     redis: Option<String>,
     #[command(flatten)]
-    target: Target,
+    target: ClientArgs,
 }
 
 fn main() -> ExitCode {
@@ -128,11 +112,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let codec = cli.common.codec();
-    let client = |target: &Target| {
-        let mut client = Client::new(target.nodes.clone(), codec.clone());
-        client.deadline = Duration::from_millis(target.deadline_ms);
-        client
-    };
+    let client = |target: &ClientArgs| target.client(codec.clone());
     match cli.command {
         None => {
             let shutdown = halab_runtime::start_daemon(&cli.common)?;
