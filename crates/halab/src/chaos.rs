@@ -1,8 +1,10 @@
 //! `halab chaos random`: the nemesis's plan carried out on the running lab through Docker's
-//! Engine API (bollard, over the socket), while the checker's clients read and write and every
-//! store node's status is polled every 20 ms. Then: every fault healed, the store steady again
-//! (a primary, both standbys in sync), the final reads, and the checks — the history
-//! linearizable with nothing acknowledged lost, never two primaries at once.
+//! Engine API (bollard, over the socket), on the store's and the election's nodes, while the
+//! checker's clients read and write and every node's status is polled (the store's every
+//! 20 ms, the election's every 50). Then: every fault healed, both systems at rest again (a
+//! primary with both standbys in sync; one leader all agree on, ⌈n/3⌉ green), the final reads,
+//! and the checks — the history linearizable with nothing acknowledged lost, never two
+//! primaries, never two leaders at once.
 //!
 //! Runs where the store's names resolve: a container on the lab network with the Docker socket
 //! mounted (scripts/chaos random starts one).
@@ -22,7 +24,8 @@ use primary_standby::witness::wall_ms;
 use proto::FrameCodec;
 use serde::Serialize;
 
-use crate::nemesis::{self, Fault, FaultKind};
+use crate::election;
+use crate::nemesis::{self, FaultKind, System, Target};
 use crate::recorder::{self, Workload};
 use crate::verdict::{self, Anomaly};
 
@@ -34,6 +37,8 @@ pub struct RandomRun {
     /// The store's services, in node order (store1, …), and their client addresses.
     pub services: Vec<String>,
     pub nodes: Vec<String>,
+    /// The election's nodes: host:port their addresses all resolve under (None: left alone).
+    pub election: Option<String>,
     /// The compose project (its containers' label) and the lab's two networks.
     pub project: String,
     pub lan: String,
@@ -53,23 +58,48 @@ pub struct RandomReport {
     pub max_primaries_at_once: u64,
     /// From the end of the workload until a primary had both standbys in sync again.
     pub steady_after_ms: u64,
+    pub max_leaders_at_once: Option<u64>,
+    /// The election at rest after the run.
+    pub election: Option<election::Settled>,
     pub ok: bool,
 }
+
+/// The election containers' service and the alias they answer to on the lab network.
+const ELECTION_SERVICE: &str = "election";
 
 /// How long the store may take to be steady again once every fault is healed.
 const STEADY_LIMIT: Duration = Duration::from_secs(60);
 
 pub async fn random(run: RandomRun, codec: FrameCodec) -> anyhow::Result<RandomReport> {
     let lab = Lab::open(&run.project)?;
-    let plan = nemesis::plan(run.seed, run.duration, run.services.len());
+    let electors = match run.election {
+        Some(_) => lab.containers(ELECTION_SERVICE).await?.len(),
+        None => 0,
+    };
+    let targets: Vec<Target> = (0..run.services.len())
+        .map(|index| Target {
+            system: System::Store,
+            index,
+        })
+        .chain((0..electors).map(|index| Target {
+            system: System::Election,
+            index,
+        }))
+        .collect();
+    let plan = nemesis::plan(run.seed, run.duration, &targets);
     tracing::info!(seed = run.seed, faults = plan.len(), "the nemesis's plan");
     let began = Instant::now();
-    let watcher = tokio::spawn(load::watch(
+    let until = began + run.duration;
+    let store_watch = tokio::spawn(load::watch(
         run.nodes.clone(),
         codec.clone(),
         Duration::from_millis(20),
-        (began + run.duration).into(),
+        until.into(),
     ));
+    let election_watch = run.election.clone().map(|name| {
+        let every = Duration::from_millis(50);
+        tokio::spawn(election::watch(name, codec.clone(), every, until))
+    });
     let workload = run.workload.clone();
     let client_codec = codec.clone();
     let clients =
@@ -82,7 +112,7 @@ pub async fn random(run: RandomRun, codec: FrameCodec) -> anyhow::Result<RandomR
     let mut next_at = began + Duration::from_millis(plan.first().map_or(0, |f| f.at_ms));
     for (index, fault) in plan.iter().enumerate() {
         let hold = Duration::from_millis(fault.hold_ms);
-        if next_at + hold >= began + run.duration {
+        if next_at + hold >= until {
             tracing::info!(
                 left_out = plan.len() - index,
                 "no time left for the rest of the plan"
@@ -90,12 +120,12 @@ pub async fn random(run: RandomRun, codec: FrameCodec) -> anyhow::Result<RandomR
             break;
         }
         tokio::time::sleep_until(next_at.into()).await;
-        let service = &run.services[fault.node];
-        tracing::info!(?fault.kind, %service, hold_ms = fault.hold_ms, "fault");
-        lab.inject(fault, service, &run).await?;
+        let node = lab.node(&fault.target, &run).await?;
+        tracing::info!(?fault.kind, node = %node.name, hold_ms = fault.hold_ms, "fault");
+        lab.inject(fault.kind, &node, &run).await?;
         tokio::time::sleep(hold).await;
-        lab.heal(fault, service, &run).await?;
-        tracing::info!(?fault.kind, %service, "healed");
+        lab.heal(fault.kind, &node, &run).await?;
+        tracing::info!(?fault.kind, node = %node.name, "healed");
         *faults_by_kind.entry(fault.kind).or_default() += 1;
         if let Some(following) = plan.get(index + 1) {
             let calm = following.at_ms - fault.at_ms - fault.hold_ms;
@@ -109,7 +139,22 @@ pub async fn random(run: RandomRun, codec: FrameCodec) -> anyhow::Result<RandomR
     let steady_after = workload_ended.elapsed();
     history.extend(recorder::final_reads(&run.workload, &codec, began).await);
     history.sort_by_key(|op| op.invoked_ns);
-    let seen = watcher.await?;
+    let seen = store_watch.await?;
+    let (max_leaders_at_once, settled) = match (&run.election, election_watch) {
+        (Some(name), Some(watch)) => {
+            let seen = watch.await?;
+            let settled = election::settled(name, &codec, STEADY_LIMIT).await?;
+            let now = wall_ms();
+            if let Some(pair) = seen.overlapping(now) {
+                tracing::warn!(
+                    ?pair,
+                    "two leaderships overlapped (node, term, from_ms, until_ms)"
+                );
+            }
+            (Some(seen.max_leaders_at_once(now)), Some(settled))
+        }
+        _ => (None, None),
+    };
 
     let report = verdict::check(&history);
     let max_primaries_at_once = seen.max_overlap(wall_ms());
@@ -122,7 +167,12 @@ pub async fn random(run: RandomRun, codec: FrameCodec) -> anyhow::Result<RandomR
         unknown: report.unknown,
         max_primaries_at_once,
         steady_after_ms: steady_after.as_millis() as u64,
-        ok: report.valid() && max_primaries_at_once <= 1 && report.ok > 0,
+        max_leaders_at_once,
+        election: settled,
+        ok: report.valid()
+            && max_primaries_at_once <= 1
+            && report.ok > 0
+            && max_leaders_at_once.is_none_or(|most| most <= 1),
         anomalies: report.anomalies,
     })
 }
@@ -159,6 +209,14 @@ struct Lab {
     project: String,
 }
 
+/// A container to break, and what it takes to put it back.
+struct Node {
+    id: String,
+    /// store1, or election's container name.
+    name: String,
+    system: System,
+}
+
 impl Lab {
     fn open(project: &str) -> anyhow::Result<Lab> {
         let docker = Docker::connect_with_socket_defaults()
@@ -169,8 +227,8 @@ impl Lab {
         })
     }
 
-    /// The id of the service's container.
-    async fn container(&self, service: &str) -> anyhow::Result<String> {
+    /// The service's containers (id, name), in name order.
+    async fn containers(&self, service: &str) -> anyhow::Result<Vec<(String, String)>> {
         let labels = vec![
             format!("com.docker.compose.project={}", self.project),
             format!("com.docker.compose.service={service}"),
@@ -180,56 +238,87 @@ impl Lab {
             filters: Some(HashMap::from([("label".to_string(), labels)])),
             ..Default::default()
         };
-        let found = self.docker.list_containers(Some(options)).await?;
-        found
+        let mut found: Vec<(String, String)> = self
+            .docker
+            .list_containers(Some(options))
+            .await?
             .into_iter()
-            .find_map(|c| c.id)
-            .with_context(|| format!("no container of {service} in project {}", self.project))
+            .filter_map(|c| Some((c.id?, c.names?.first()?.trim_start_matches('/').to_string())))
+            .collect();
+        found.sort_by(|a, b| a.1.cmp(&b.1));
+        anyhow::ensure!(
+            !found.is_empty(),
+            "no container of {service} in project {}",
+            self.project
+        );
+        Ok(found)
     }
 
-    async fn inject(&self, fault: &Fault, service: &str, run: &RandomRun) -> anyhow::Result<()> {
-        let id = self.container(service).await?;
-        match fault.kind {
+    async fn node(&self, target: &Target, run: &RandomRun) -> anyhow::Result<Node> {
+        let (id, name) = match target.system {
+            System::Store => {
+                let service = &run.services[target.index];
+                let (id, _) = self.containers(service).await?.swap_remove(0);
+                (id, service.clone())
+            }
+            System::Election => {
+                let all = self.containers(ELECTION_SERVICE).await?;
+                all[target.index % all.len()].clone()
+            }
+        };
+        Ok(Node {
+            id,
+            name,
+            system: target.system,
+        })
+    }
+
+    async fn inject(&self, kind: FaultKind, node: &Node, run: &RandomRun) -> anyhow::Result<()> {
+        match kind {
             FaultKind::Kill => {
                 let options = KillContainerOptions {
                     signal: "SIGKILL".into(),
                 };
-                self.docker.kill_container(&id, Some(options)).await?;
+                self.docker.kill_container(&node.id, Some(options)).await?;
             }
-            FaultKind::Pause => self.docker.pause_container(&id).await?,
-            FaultKind::CutLink => self.disconnect(&run.link, &id).await?,
+            FaultKind::Pause => self.docker.pause_container(&node.id).await?,
+            FaultKind::CutLink => self.disconnect(&run.link, &node.id).await?,
             FaultKind::CutOff => {
-                self.disconnect(&run.lan, &id).await?;
-                self.disconnect(&run.link, &id).await?;
+                self.disconnect(&run.lan, &node.id).await?;
+                if node.system == System::Store {
+                    self.disconnect(&run.link, &node.id).await?;
+                }
             }
         }
         Ok(())
     }
 
-    async fn heal(&self, fault: &Fault, service: &str, run: &RandomRun) -> anyhow::Result<()> {
-        let id = self.container(service).await?;
-        match fault.kind {
-            // The restart policy may not apply to a kill through the engine: start it if not.
+    async fn heal(&self, kind: FaultKind, node: &Node, run: &RandomRun) -> anyhow::Result<()> {
+        let (lan_alias, link_alias) = match node.system {
+            System::Store => (node.name.clone(), format!("{}-link", node.name)),
+            System::Election => (ELECTION_SERVICE.to_string(), String::new()),
+        };
+        match kind {
+            // The store's restart policy may not apply to a kill through the engine, and the
+            // election has none: start it if nothing brings it back.
             FaultKind::Kill => {
                 let inspected = self
                     .docker
-                    .inspect_container(&id, None::<InspectContainerOptions>)
+                    .inspect_container(&node.id, None::<InspectContainerOptions>)
                     .await?;
                 let state = inspected.state.unwrap_or_default();
                 let coming_back = state.running == Some(true) || state.restarting == Some(true);
                 if !coming_back {
-                    self.docker.start_container(&id, None).await?;
+                    self.docker.start_container(&node.id, None).await?;
                 }
             }
-            FaultKind::Pause => self.docker.unpause_container(&id).await?,
-            FaultKind::CutLink => {
-                self.connect(&run.link, &id, &format!("{service}-link"))
-                    .await?
-            }
+            FaultKind::Pause => self.docker.unpause_container(&node.id).await?,
+            FaultKind::CutLink => self.connect(&run.link, &node.id, &link_alias).await?,
             FaultKind::CutOff => {
-                self.connect(&run.lan, &id, service).await?;
-                self.connect(&run.link, &id, &format!("{service}-link"))
-                    .await?;
+                self.connect(&run.lan, &node.id, &lan_alias).await?;
+                if node.system == System::Store {
+                    self.connect(&run.link, &node.id, &link_alias).await?;
+                }
             }
         }
         Ok(())

@@ -3,9 +3,11 @@
 //! the history — per key, linearizable as a register ([`linearizable`], pure), no acknowledged
 //! write lost, no value from nowhere — and shrinks a failure to a small history. Its nemesis:
 //! [`nemesis`] plans random faults from a seed (pure), [`chaos`] carries them out on the lab
-//! through Docker's Engine API while the checker's workload runs.
+//! through Docker's Engine API while the checker's workload runs and [`election`] watches the
+//! leader election.
 
 pub mod chaos;
+pub mod election;
 pub mod history;
 pub mod linearizable;
 pub mod nemesis;

@@ -37,10 +37,11 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum Chaos {
-    /// Random faults on the store's nodes (kill, pause, cut from the replication network, cut
-    /// from both), one at a time, drawn from --seed, while the workload runs; then everything
-    /// healed and the history checked. Prints the seed at once and one JSON line at the end;
-    /// exits 1 when an invariant broke. Needs the Docker socket and the lab network.
+    /// Random faults on the store's and the election's nodes (kill, pause, cut from the
+    /// replication network, cut from every network), one at a time, drawn from --seed, while
+    /// the workload runs; then everything healed, the history checked, never two primaries or
+    /// leaders at once, the election at rest. Prints the seed at once and one JSON line at the
+    /// end; exits 1 when an invariant broke. Needs the Docker socket and the lab network.
     Random(RandomArgs),
 }
 
@@ -93,7 +94,11 @@ struct RandomArgs {
     /// The schedule's seed (printed): the same seed replays the same faults. Default: random.
     #[arg(long, env = "HALAB_SEED")]
     seed: Option<u64>,
-    /// The compose project whose store containers are broken.
+    /// The election's nodes (host:port: every address the name resolves to is one node), also
+    /// broken and watched; empty: the store alone.
+    #[arg(long, env = "HALAB_ELECTION", default_value = "election:7201")]
+    election: String,
+    /// The compose project whose containers are broken.
     #[arg(long, env = "HALAB_PROJECT", default_value = "halab")]
     project: String,
     /// The lab network (clients) and the replication network.
@@ -166,6 +171,7 @@ async fn random(
         duration: Duration::from_secs(args.workload.duration),
         services,
         nodes: args.workload.store.nodes.clone(),
+        election: Some(args.election).filter(|e| !e.is_empty()),
         project: args.project,
         lan: args.lan,
         link: args.link,

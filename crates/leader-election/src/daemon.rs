@@ -116,7 +116,7 @@ impl SharedNode {
             membership: node.membership().iter().copied().collect(),
             quorum: node.quorum() as u32,
             leaderships: node
-                .tenures()
+                .tenures_as_of(now)
                 .iter()
                 .map(|t| Leadership {
                     term: t.term,

@@ -152,7 +152,8 @@ impl Shared {
     }
 
     fn status(&self) -> StoreNodeStatus {
-        let mut status = self.node.lock().expect("not poisoned").status();
+        let now = crate::witness::wall_ms();
+        let mut status = self.node.lock().expect("not poisoned").status_as_of(now);
         let dropped = self.rejections.totals();
         status.auth_failures = dropped.auth_failures;
         status.bad_frames = dropped.bad_frames + dropped.replayed;

@@ -269,24 +269,13 @@ impl Seen {
         }
     }
 
-    /// The most primaryships (half-open intervals) that overlap at one instant.
+    /// The most primaryships that overlap at one instant (one still in force ends now).
     pub fn max_overlap(&self, now_ms: u64) -> u64 {
-        let mut edges: Vec<(u64, i64)> = Vec::new();
-        for ((_, _, from), until) in &self.primaryships {
-            let until = until.unwrap_or(now_ms);
-            if until > *from {
-                edges.push((*from, 1));
-                edges.push((until, -1));
-            }
-        }
-        // At the same instant an end comes before a start: [a, b) and [b, c) do not overlap.
-        edges.sort_unstable();
-        let (mut open, mut most) = (0i64, 0i64);
-        for (_, step) in edges {
-            open += step;
-            most = most.max(open);
-        }
-        most as u64
+        halab_runtime::intervals::max_overlap(
+            self.primaryships
+                .iter()
+                .map(|((_, _, from), until)| (*from, until.unwrap_or(now_ms))),
+        )
     }
 }
 

@@ -39,6 +39,18 @@ fn the_first_node_to_claim_is_primary_and_writes_replicate() {
         2,
         "both standbys caught up: {status:?}"
     );
+    // To an observer, a primaryship whose lease has run out has ended, noticed or not.
+    let serving = status.primaryships.last().unwrap();
+    assert_eq!(serving.until_ms, None);
+    let node = sim.nodes[&p].node.as_ref().unwrap();
+    let within = node.status_as_of(serving.from_ms);
+    assert_eq!(within.primaryships.last().unwrap().until_ms, None);
+    let long_after = node.status_as_of(u64::MAX / 2);
+    let ended = long_after.primaryships.last().unwrap().until_ms.unwrap();
+    assert!(
+        ended >= serving.from_ms && ended < u64::MAX / 2,
+        "{long_after:?}"
+    );
     sim.check_final();
 }
 

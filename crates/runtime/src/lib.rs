@@ -5,6 +5,7 @@
 pub mod accept;
 pub mod cli;
 pub mod control;
+pub mod intervals;
 pub mod logging;
 pub mod rejects;
 pub mod shutdown;

@@ -308,6 +308,19 @@ impl Node {
         &self.tenures
     }
 
+    /// The tenures as an observer must see them `now`: one whose lease has run out ended
+    /// then, even if this node has not noticed yet (a leader resumed after a pause may answer
+    /// a status request before its first tick; its lapsed leadership must not look open).
+    pub fn tenures_as_of(&self, now: Instant) -> Vec<Tenure> {
+        let mut tenures = self.tenures.clone();
+        if self.role == Role::Leader && !self.lease_valid(now) {
+            if let Some(open) = tenures.last_mut().filter(|t| t.until.is_none()) {
+                open.until = Some(self.lease_deadline(now).min(now).max(open.from));
+            }
+        }
+        tenures
+    }
+
     /// Votes needed: a majority of the agreed membership (which changes one member at a time,
     /// each change acked by a majority, and is saved across restarts). Before any membership
     /// was agreed, a majority of at least the minimum cluster size: a partition at first start
@@ -969,10 +982,7 @@ impl Node {
         if self.role != Role::Leader || self.lease_valid(now) {
             return false;
         }
-        let elected_at = self.elected_at.unwrap_or(now);
-        let deadline = self
-            .lease_expiry()
-            .unwrap_or(elected_at + self.config.timing.lease);
+        let deadline = self.lease_deadline(now);
         if now <= deadline {
             return false;
         }
@@ -982,6 +992,14 @@ impl Node {
             "no acks from a majority of the membership within the lease",
         );
         true
+    }
+
+    /// When a leader's lease runs (or ran) out: a lease after the majority's latest acks, or
+    /// one after its election if it never had them.
+    fn lease_deadline(&self, now: Instant) -> Instant {
+        let elected_at = self.elected_at.unwrap_or(now);
+        self.lease_expiry()
+            .unwrap_or(elected_at + self.config.timing.lease)
     }
 
     /// When our leadership ended if we step down `now`: now, or earlier if the lease ran out

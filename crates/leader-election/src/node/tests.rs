@@ -266,6 +266,12 @@ fn a_leader_without_fresh_acks_steps_down_when_its_lease_ends() {
         !n.is_leader(after_lease),
         "not a leader past the lease, even before a tick"
     );
+    assert_eq!(
+        n.tenures_as_of(after_lease)[0].until,
+        Some(now + Timing::default().lease),
+        "to an observer the tenure has ended with the lease, even before a tick"
+    );
+    assert_eq!(n.tenures()[0].until, None, "not noticed yet");
     n.handle(after_lease, Input::Tick);
     assert_eq!(
         n.tenures()[0].until,

@@ -566,6 +566,24 @@ impl Node {
         }
     }
 
+    /// The status as an observer must see it at `now_ms` (wall clock): a primaryship whose
+    /// lease has run out ended then, even if this node has not noticed yet (a primary resumed
+    /// after a pause may answer a status request before its first tick).
+    pub fn status_as_of(&self, now_ms: u64) -> StoreNodeStatus {
+        let mut status = self.status();
+        if self.role == Role::Primary && now_ms >= self.primary.lease_until_ms {
+            let open = status
+                .primaryships
+                .last_mut()
+                .filter(|p| p.until_ms.is_none());
+            if let Some(open) = open {
+                open.until_ms = Some(self.primary.lease_until_ms.max(open.from_ms));
+            }
+            status.lease_ms_left = 0;
+        }
+        status
+    }
+
     pub fn status(&self) -> StoreNodeStatus {
         let role = match self.role {
             Role::Primary if self.serving() => "primary",
