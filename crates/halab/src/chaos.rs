@@ -59,6 +59,8 @@ pub struct RandomReport {
     /// From the end of the workload until a primary had both standbys in sync again.
     pub steady_after_ms: u64,
     pub max_leaders_at_once: Option<u64>,
+    /// Two leaderships that overlapped, if any: (node, term, from_ms, until_ms) each.
+    pub leaders_overlap: Option<[(u64, u64, u64, u64); 2]>,
     /// The election at rest after the run.
     pub election: Option<election::Settled>,
     pub ok: bool,
@@ -140,20 +142,15 @@ pub async fn random(run: RandomRun, codec: FrameCodec) -> anyhow::Result<RandomR
     history.extend(recorder::final_reads(&run.workload, &codec, began).await);
     history.sort_by_key(|op| op.invoked_ns);
     let seen = store_watch.await?;
-    let (max_leaders_at_once, settled) = match (&run.election, election_watch) {
+    let (max_leaders_at_once, leaders_overlap, settled) = match (&run.election, election_watch) {
         (Some(name), Some(watch)) => {
             let seen = watch.await?;
             let settled = election::settled(name, &codec, STEADY_LIMIT).await?;
             let now = wall_ms();
-            if let Some(pair) = seen.overlapping(now) {
-                tracing::warn!(
-                    ?pair,
-                    "two leaderships overlapped (node, term, from_ms, until_ms)"
-                );
-            }
-            (Some(seen.max_leaders_at_once(now)), Some(settled))
+            let overlap = seen.overlapping(now);
+            (Some(seen.max_leaders_at_once(now)), overlap, Some(settled))
         }
-        _ => (None, None),
+        _ => (None, None, None),
     };
 
     let report = verdict::check(&history);
@@ -168,6 +165,7 @@ pub async fn random(run: RandomRun, codec: FrameCodec) -> anyhow::Result<RandomR
         max_primaries_at_once,
         steady_after_ms: steady_after.as_millis() as u64,
         max_leaders_at_once,
+        leaders_overlap,
         election: settled,
         ok: report.valid()
             && max_primaries_at_once <= 1
