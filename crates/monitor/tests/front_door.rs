@@ -12,7 +12,7 @@ use monitor::balancer::Balance;
 use monitor::front_door::{self, FrontDoor};
 use monitor::gateway::Gateway;
 use monitor::health::Thresholds;
-use monitor::poller::{self, Settings, System, Target};
+use monitor::poller::{self, Board, Settings, System, Target};
 use primary_standby::limits::Limits;
 use primary_standby::testing::{ADMIN_TOKEN, Cluster};
 use proto::FrameCodec;
@@ -54,21 +54,27 @@ async fn lab() -> Lab {
         FrameCodec::default(),
         stop.clone(),
     );
+    let gateway = Gateway::new(nodes, FrameCodec::default(), Duration::from_secs(2));
+    Lab {
+        app: door(board, gateway, Some(TOKEN)),
+        _store: store,
+        stop,
+    }
+}
+
+/// The front door's routes over `board` and `gateway`, balancing round-robin.
+fn door(board: Arc<Board>, gateway: Gateway, admin_token: Option<&str>) -> Router {
     let door = Arc::new(FrontDoor {
         board,
-        store: Gateway::new(nodes, FrameCodec::default(), Duration::from_secs(2)),
-        admin_token: Some(TOKEN.into()),
+        store: gateway,
+        admin_token: admin_token.map(str::to_string),
         limits: Limits::default(),
         requests: Default::default(),
         upstreams: Default::default(),
         balance: Balance::RoundRobin,
         balancing: Default::default(),
     });
-    Lab {
-        app: front_door::router(door, BODY_LIMIT),
-        _store: store,
-        stop,
-    }
+    front_door::router(door, BODY_LIMIT)
 }
 
 async fn call(app: &Router, request: Request<Body>) -> (StatusCode, Value) {
@@ -360,21 +366,12 @@ async fn everything_down_is_503_with_a_reason() {
         FrameCodec::default(),
         stop.clone(),
     );
-    let door = Arc::new(FrontDoor {
-        board,
-        store: Gateway::new(
-            vec![gone],
-            FrameCodec::default(),
-            Duration::from_millis(500),
-        ),
-        admin_token: None,
-        limits: Limits::default(),
-        requests: Default::default(),
-        upstreams: Default::default(),
-        balance: Balance::RoundRobin,
-        balancing: Default::default(),
-    });
-    let app = front_door::router(door, BODY_LIMIT);
+    let gateway = Gateway::new(
+        vec![gone],
+        FrameCodec::default(),
+        Duration::from_millis(500),
+    );
+    let app = door(board, gateway, None);
     let (status, body) = call(&app, request("PUT", "/kv/k", "v")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(error_of(&body).contains("did not answer"), "{body}");
