@@ -111,7 +111,14 @@ impl Round {
         loop {
             match self.step {
                 Step::Over(outcome) => return Action::Done(outcome),
-                Step::Checking { until, .. } | Step::Activating { until, .. } if now >= until => {
+                // Only what was sent times out: an unsent order goes out first, however late,
+                // since its worker's place is already reserved for it.
+                Step::Checking {
+                    until, sent: true, ..
+                }
+                | Step::Activating {
+                    until, sent: true, ..
+                } if now >= until => {
                     if let Step::Activating {
                         worker, request, ..
                     } = self.step
@@ -373,6 +380,26 @@ mod tests {
         assert!(Round::start(&r, 1, late, INTERVAL, REPLY).is_none());
         assert!(r.mark_active(a, request, late + REPLY), "it still counts");
         assert_eq!(r.active_count(), 1);
+    }
+
+    /// A status answer just before the round's end reserves the place; the order must still go
+    /// out, however late the next poll: a place reserved for an order never sent is held
+    /// forever (a worker stuck unavailable, found by a CI run of the replay test).
+    #[test]
+    fn a_reserved_place_is_always_followed_by_its_order() {
+        let t0 = Instant::now();
+        let mut r = registry(&[1], t0);
+        let mut requests = 0;
+        let mut round = Round::start(&r, 1, t0, INTERVAL, REPLY).unwrap();
+        let (a, request) = check(round.poll(&mut r, t0, &mut requests));
+        let answered = t0 + INTERVAL - Duration::from_millis(1);
+        round.on_status(&mut r, answered, a, request, false, &mut requests);
+        assert_eq!(r.places_taken(), 1);
+        let Action::Activate { worker, .. } = round.poll(&mut r, t0 + INTERVAL, &mut requests)
+        else {
+            panic!("the reserved worker was never sent its order")
+        };
+        assert_eq!(worker, a);
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! the service's name resolves to), the leaderships the nodes report kept, so that overlapping
 //! ones show; and after healing, a leader every node agrees on, colouring ⌈n/3⌉ green.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use halab_runtime::control;
@@ -11,16 +11,23 @@ use halab_runtime::intervals::max_overlap;
 use primary_standby::witness::wall_ms;
 use proto::{Colour, ElectionNodeStatus, FrameCodec, Message, NodeId};
 use serde::Serialize;
+use tokio::sync::mpsc;
 
 /// What polling the nodes saw.
 #[derive(Debug, Default)]
 pub struct Seen {
-    /// (node, term, from_ms) → until_ms (None while it lasts, as last reported).
-    leaderships: BTreeMap<(NodeId, u64, u64), Option<u64>>,
+    /// (node, term) → (from_ms, until_ms: None while it lasts, as last reported). A node leads
+    /// at most once a term; its answers may date the start a millisecond apart (each converts
+    /// its clock to wall time anew), so the first date is kept.
+    leaderships: BTreeMap<(NodeId, u64), (u64, Option<u64>)>,
     /// Which node answers where, once it has.
     ids: BTreeMap<SocketAddr, NodeId>,
     /// Since when a node has not answered.
     silent_since: BTreeMap<NodeId, u64>,
+    /// When the nemesis sent a node SIGKILL: a dead process leads no more. Polling alone
+    /// would date the end at the first unanswered poll, up to a poll interval late, while the
+    /// followers, told by their closed links, elect a successor within milliseconds.
+    kills: Vec<(NodeId, u64)>,
 }
 
 impl Seen {
@@ -28,8 +35,11 @@ impl Seen {
         self.ids.insert(addr, status.id);
         self.silent_since.remove(&status.id);
         for l in &status.leaderships {
-            self.leaderships
-                .insert((status.id, l.term, l.from_ms), l.until_ms);
+            let (_, until) = self
+                .leaderships
+                .entry((status.id, l.term))
+                .or_insert((l.from_ms, None));
+            *until = l.until_ms;
         }
     }
 
@@ -37,20 +47,66 @@ impl Seen {
     /// then it reports its true end when it resumes, replacing this one).
     fn silent(&mut self, node: NodeId, now_ms: u64) {
         let since = *self.silent_since.entry(node).or_insert(now_ms);
-        for ((n, _, _), until) in self.leaderships.iter_mut() {
+        for ((n, _), (_, until)) in self.leaderships.iter_mut() {
             if *n == node && until.is_none() {
                 *until = Some(since);
             }
         }
     }
 
+    /// The request sent to `addr` at `asked_ms` got no answer: the node known there has been
+    /// silent since then at the latest.
+    fn unanswered(&mut self, addr: SocketAddr, asked_ms: u64) {
+        if let Some(&node) = self.ids.get(&addr) {
+            self.silent(node, asked_ms);
+        }
+    }
+
+    /// The name resolved to `addrs` at `now_ms`: a node known at none of them is gone.
+    fn gone_unless_under(&mut self, addrs: &[SocketAddr], now_ms: u64) {
+        let present: BTreeSet<NodeId> = addrs
+            .iter()
+            .filter_map(|addr| self.ids.get(addr))
+            .copied()
+            .collect();
+        let gone: BTreeSet<NodeId> = self
+            .ids
+            .values()
+            .copied()
+            .filter(|node| !present.contains(node))
+            .collect();
+        for node in gone {
+            self.silent(node, now_ms);
+        }
+    }
+
+    /// `node` was sent SIGKILL at `at_ms` (before the signal left, so the process died
+    /// after: a successor seen leading before then overlapped it for certain).
+    pub fn killed(&mut self, node: NodeId, at_ms: u64) {
+        self.kills.push((node, at_ms));
+    }
+
+    /// Every leadership as (node, term, from, until): one still open ends `now_ms`, and one
+    /// its node was killed during ends at the kill.
+    fn leaderships(&self, now_ms: u64) -> Vec<(NodeId, u64, u64, u64)> {
+        self.leaderships
+            .iter()
+            .map(|((node, term), (from, until))| {
+                let killed = self
+                    .kills
+                    .iter()
+                    .filter(|(n, at)| n == node && at > from)
+                    .map(|(_, at)| *at)
+                    .min();
+                let until = until.unwrap_or(now_ms).min(killed.unwrap_or(u64::MAX));
+                (*node, *term, *from, until)
+            })
+            .collect()
+    }
+
     /// Two leaderships that overlapped, if any: ((node, term, from, until), the other).
     pub fn overlapping(&self, now_ms: u64) -> Option<[(NodeId, u64, u64, u64); 2]> {
-        let all: Vec<(NodeId, u64, u64, u64)> = self
-            .leaderships
-            .iter()
-            .map(|((node, term, from), until)| (*node, *term, *from, until.unwrap_or(now_ms)))
-            .collect();
+        let all = self.leaderships(now_ms);
         all.iter().enumerate().find_map(|(i, a)| {
             all[i + 1..]
                 .iter()
@@ -59,11 +115,19 @@ impl Seen {
         })
     }
 
+    /// How many leaderships began after `ms`.
+    pub fn leaderships_since(&self, ms: u64) -> usize {
+        self.leaderships
+            .values()
+            .filter(|(from, _)| *from > ms)
+            .count()
+    }
+
     pub fn max_leaders_at_once(&self, now_ms: u64) -> u64 {
         max_overlap(
-            self.leaderships
-                .iter()
-                .map(|((_, _, from), until)| (*from, until.unwrap_or(now_ms))),
+            self.leaderships(now_ms)
+                .into_iter()
+                .map(|(_, _, from, until)| (from, until)),
         )
     }
 }
@@ -73,6 +137,16 @@ async fn status(addr: SocketAddr, codec: &FrameCodec) -> Option<ElectionNodeStat
         Ok(Message::ElectionStatus(status)) => Some(status),
         _ => None,
     }
+}
+
+/// Every node under `name` now, each with its answer (None: no answer within 300 ms).
+pub(crate) async fn sweep(
+    name: &str,
+    codec: &FrameCodec,
+) -> Vec<(SocketAddr, Option<ElectionNodeStatus>)> {
+    let addrs = resolve(name).await;
+    let answers = statuses(&addrs, codec).await;
+    addrs.into_iter().zip(answers).collect()
 }
 
 /// Every node's answer at once (in `addrs`' order): a paused one must not hold up the others.
@@ -96,32 +170,62 @@ async fn resolve(name: &str) -> Vec<SocketAddr> {
         .unwrap_or_default()
 }
 
-/// Polls every node under `name` every `every` until `until`. A node gone from the name (a
-/// stopped container) counts as silent.
-pub async fn watch(name: String, codec: FrameCodec, every: Duration, until: Instant) -> Seen {
+/// Polls every node under `name` every `every` until `stop` completes, each on its own: a
+/// node whose answer is still awaited (a paused one, for up to the 300 ms a request is given)
+/// is not asked again meanwhile, and holds nobody else up. A node gone from the name (a
+/// stopped container) counts as silent. `kills` names the addresses SIGKILL is sent to, and
+/// when.
+pub async fn watch(
+    name: String,
+    codec: FrameCodec,
+    every: Duration,
+    stop: impl Future<Output = ()>,
+    mut kills: mpsc::UnboundedReceiver<(IpAddr, u64)>,
+) -> Seen {
     let mut seen = Seen::default();
-    while Instant::now() < until {
-        let addrs = resolve(&name).await;
-        let asked = wall_ms();
-        let answers = statuses(&addrs, &codec).await;
-        let mut answered = Vec::new();
-        for (addr, answer) in addrs.iter().zip(answers) {
-            if let Some(status) = answer {
-                answered.push(status.id);
-                seen.record(*addr, &status);
+    let mut note_kills = |seen: &mut Seen| {
+        while let Ok((ip, at_ms)) = kills.try_recv() {
+            let node = seen
+                .ids
+                .iter()
+                .find(|(a, _)| a.ip() == ip)
+                .map(|(_, id)| *id);
+            match node {
+                Some(node) => seen.killed(node, at_ms),
+                None => tracing::warn!(%ip, "a killed node never answered; its end is not known"),
             }
         }
-        let silent: Vec<NodeId> = seen
-            .ids
-            .values()
-            .copied()
-            .filter(|id| !answered.contains(id))
-            .collect();
-        for id in silent {
-            seen.silent(id, asked);
+    };
+    let mut asking = tokio::task::JoinSet::new();
+    let mut awaited = BTreeSet::new();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tick.tick() => {
+                note_kills(&mut seen);
+                let addrs = resolve(&name).await;
+                let asked = wall_ms();
+                seen.gone_unless_under(&addrs, asked);
+                for addr in addrs {
+                    if awaited.insert(addr) {
+                        let codec = codec.clone();
+                        asking.spawn(async move { (addr, asked, status(addr, &codec).await) });
+                    }
+                }
+            }
+            Some(Ok((addr, asked, answer))) = asking.join_next() => {
+                awaited.remove(&addr);
+                match answer {
+                    Some(status) => seen.record(addr, &status),
+                    None => seen.unanswered(addr, asked),
+                }
+            }
         }
-        tokio::time::sleep(every).await;
     }
+    note_kills(&mut seen);
     seen
 }
 
@@ -140,8 +244,11 @@ pub async fn settled(name: &str, codec: &FrameCodec, limit: Duration) -> anyhow:
     let give_up = Instant::now() + limit;
     let mut last = String::from("no answer yet");
     while Instant::now() < give_up {
-        let addrs = resolve(name).await;
-        let answers = statuses(&addrs, codec).await;
+        let answers: Vec<_> = sweep(name, codec)
+            .await
+            .into_iter()
+            .map(|(_, a)| a)
+            .collect();
         match at_rest(&answers) {
             Ok(settled) => return Ok(settled),
             Err(why) => last = why,
@@ -151,8 +258,10 @@ pub async fn settled(name: &str, codec: &FrameCodec, limit: Duration) -> anyhow:
     anyhow::bail!("the election did not settle within {limit:?}: {last}")
 }
 
-/// Pure: whether these answers (one per node) show the election at rest, or why not.
-fn at_rest(answers: &[Option<ElectionNodeStatus>]) -> Result<Settled, String> {
+/// Pure: whether these answers (one per node) show the election at rest — one leader, every
+/// node following it in its term with the colour it gave it, its members exactly the nodes,
+/// ⌈n/3⌉ of them green, itself among them — or why not.
+pub(crate) fn at_rest(answers: &[Option<ElectionNodeStatus>]) -> Result<Settled, String> {
     let statuses: Vec<&ElectionNodeStatus> = answers.iter().flatten().collect();
     if statuses.is_empty() || statuses.len() < answers.len() {
         return Err(format!(
@@ -175,13 +284,32 @@ fn at_rest(answers: &[Option<ElectionNodeStatus>]) -> Result<Settled, String> {
             other.id, other.leader, other.term, leader.id, leader.term
         ));
     }
-    let members = leader.members.len();
-    let green = leader
-        .members
+    let colours: BTreeMap<NodeId, Option<Colour>> =
+        leader.members.iter().map(|m| (m.id, m.colour)).collect();
+    let nodes: BTreeSet<NodeId> = statuses.iter().map(|s| s.id).collect();
+    if !colours.keys().copied().eq(nodes.iter().copied()) {
+        return Err(format!(
+            "the leader's members {:?} are not the nodes {nodes:?}",
+            colours.keys()
+        ));
+    }
+    if let Some(other) = statuses
         .iter()
-        .filter(|m| m.colour == Some(Colour::Green))
+        .find(|s| Some(&s.colour) != colours.get(&s.id))
+    {
+        return Err(format!(
+            "node {} is {:?}, the leader says {:?}",
+            other.id,
+            other.colour,
+            colours.get(&other.id)
+        ));
+    }
+    let members = colours.len();
+    let green = colours
+        .values()
+        .filter(|c| **c == Some(Colour::Green))
         .count();
-    if members != statuses.len() || green != members.div_ceil(3) {
+    if green != members.div_ceil(3) || colours[&leader.id] != Some(Colour::Green) {
         return Err(format!("{green} green of {members} members"));
     }
     Ok(Settled {
@@ -204,7 +332,11 @@ mod tests {
             state: state.into(),
             leader: Some(leader),
             term: 3,
-            colour: None,
+            colour: Some(if greens.contains(&id) {
+                Colour::Green
+            } else {
+                Colour::Red
+            }),
             members: (1..=5)
                 .map(|id| MemberStatus {
                     id,
@@ -238,20 +370,29 @@ mod tests {
                 })
                 .collect()
         };
-        let settled = at_rest(&all(&[1, 2])).unwrap();
+        let settled = at_rest(&all(&[5, 2])).unwrap();
         assert_eq!((settled.leader, settled.members, settled.green), (5, 5, 2));
-        assert!(at_rest(&all(&[1])).unwrap_err().contains("1 green"));
+        assert!(at_rest(&all(&[5])).unwrap_err().contains("1 green"));
+        assert!(at_rest(&all(&[1, 2])).unwrap_err().contains("2 green"));
 
-        let mut silent = all(&[1, 2]);
+        let mut wrong_colour = all(&[5, 2]);
+        wrong_colour[0].as_mut().unwrap().colour = Some(Colour::Green);
+        assert!(at_rest(&wrong_colour).unwrap_err().contains("node 1 is"));
+
+        let mut stranger = all(&[5, 2]);
+        stranger[0].as_mut().unwrap().id = 9;
+        assert!(at_rest(&stranger).unwrap_err().contains("not the nodes"));
+
+        let mut silent = all(&[5, 2]);
         silent[0] = None;
         assert!(at_rest(&silent).unwrap_err().contains("4 of 5"));
 
-        let mut two = all(&[1, 2]);
-        two[0] = Some(node(1, "leader", 1, &[1, 2]));
+        let mut two = all(&[5, 2]);
+        two[0] = Some(node(1, "leader", 1, &[5, 2]));
         assert!(at_rest(&two).unwrap_err().contains("2 leaders"));
 
-        let mut astray = all(&[1, 2]);
-        astray[1] = Some(node(2, "follower", 4, &[1, 2]));
+        let mut astray = all(&[5, 2]);
+        astray[1] = Some(node(2, "follower", 4, &[5, 2]));
         assert!(at_rest(&astray).unwrap_err().contains("follows"));
     }
 
@@ -280,5 +421,87 @@ mod tests {
         old.leaderships[0].until_ms = Some(700);
         seen.record(addr(1), &old);
         assert_eq!(seen.max_leaders_at_once(1_000), 2);
+    }
+
+    #[test]
+    fn a_killed_leader_led_until_the_kill_not_until_the_first_unanswered_poll() {
+        let addr = |port| SocketAddr::from(([10, 0, 0, 1], port));
+        let leading = |id, term, from_ms| {
+            let mut status = node(id, "leader", id, &[]);
+            status.leaderships = vec![Leadership {
+                term,
+                from_ms,
+                until_ms: None,
+            }];
+            status
+        };
+        let mut seen = Seen::default();
+        seen.record(addr(1), &leading(1, 1, 100));
+        // Killed at 500; its links close, node 2 leads from 530; the poll at 560 finds 1 gone.
+        seen.record(addr(2), &leading(2, 2, 530));
+        seen.silent(1, 560);
+        assert_eq!(seen.max_leaders_at_once(1_000), 2, "polling alone");
+        seen.killed(1, 500);
+        assert_eq!(seen.max_leaders_at_once(1_000), 1);
+        assert_eq!(seen.overlapping(1_000), None);
+        // Restarted, it leads again from 2 000: the kill before does not end that.
+        seen.record(addr(1), &leading(1, 3, 2_000));
+        assert_eq!(seen.leaderships(3_000)[1], (1, 3, 2_000, 3_000));
+        // A successor seen leading before the kill was sent overlapped it for certain.
+        seen.record(addr(2), &leading(2, 4, 450));
+        assert_eq!(seen.max_leaders_at_once(1_000), 2);
+    }
+
+    #[test]
+    fn an_unanswered_request_or_a_node_gone_from_the_name_ends_its_leadership() {
+        let addr = |port| SocketAddr::from(([10, 0, 0, 1], port));
+        let leading = |id, term, from_ms| {
+            let mut status = node(id, "leader", id, &[]);
+            status.leaderships = vec![Leadership {
+                term,
+                from_ms,
+                until_ms: None,
+            }];
+            status
+        };
+        let mut seen = Seen::default();
+        seen.record(addr(1), &leading(1, 1, 100));
+        seen.record(addr(2), &node(2, "follower", 1, &[]));
+        // Asked at 300, no answer (paused): it led until 300 at the latest.
+        seen.unanswered(addr(1), 300);
+        assert_eq!(seen.leaderships(1_000), [(1, 1, 100, 300)]);
+        // An address nobody answered from yet says nothing.
+        seen.unanswered(addr(9), 400);
+        // Resumed, it says it still leads: open again.
+        seen.record(addr(1), &leading(1, 1, 100));
+        assert_eq!(seen.leaderships(1_000), [(1, 1, 100, 1_000)]);
+        // Its container stopped: the name no longer resolves to it.
+        seen.gone_unless_under(&[addr(2)], 800);
+        assert_eq!(seen.leaderships(1_000), [(1, 1, 100, 800)]);
+        // A node back under a new address is not gone.
+        seen.record(addr(3), &leading(1, 1, 100));
+        seen.gone_unless_under(&[addr(2), addr(3)], 900);
+        assert_eq!(seen.leaderships(1_000), [(1, 1, 100, 1_000)]);
+    }
+
+    #[test]
+    fn one_leadership_dated_a_millisecond_apart_by_two_answers_is_one() {
+        let addr = SocketAddr::from(([10, 0, 0, 1], 1));
+        let mut seen = Seen::default();
+        let mut status = node(1, "leader", 1, &[]);
+        for from_ms in [100, 101, 100] {
+            status.leaderships = vec![Leadership {
+                term: 3,
+                from_ms,
+                until_ms: None,
+            }];
+            seen.record(addr, &status);
+        }
+        assert_eq!(seen.max_leaders_at_once(1_000), 1);
+        assert_eq!(seen.leaderships(1_000), [(1, 3, 100, 1_000)]);
+        assert_eq!(
+            (seen.leaderships_since(99), seen.leaderships_since(100)),
+            (1, 0)
+        );
     }
 }

@@ -3,13 +3,20 @@
 //! the history — per key, linearizable as a register ([`linearizable`], pure), no acknowledged
 //! write lost, no value from nowhere — and shrinks a failure to a small history. Its nemesis:
 //! [`nemesis`] plans random faults from a seed (pure), [`chaos`] carries them out on the lab
-//! through Docker's Engine API while the checker's workload runs and [`election`] watches the
-//! leader election.
+//! ([`lab`]: Docker's Engine API) while the checker's workload runs and [`election`] watches the
+//! leader election. Its benchmark: [`bench`] runs halab's store and election beside etcd and
+//! Redis Sentinel on this machine; [`soak`] saturates the cores and counts false failovers.
 
+pub mod bench;
 pub mod chaos;
+pub mod dispatch;
 pub mod election;
 pub mod history;
+pub mod lab;
 pub mod linearizable;
+pub mod monitor;
 pub mod nemesis;
 pub mod recorder;
+pub mod scenario;
+pub mod soak;
 pub mod verdict;

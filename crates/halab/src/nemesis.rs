@@ -2,9 +2,11 @@
 //! drawn from a seed, so that a failing run replays with the same schedule. Pure: the plan is
 //! data, [`crate::chaos`] carries it out.
 //!
-//! One fault at a time, each healed before the next: the three-node store and the five-node
-//! election are promised to stay available through one fault, and safe (linearizable, one
-//! leader) through any.
+//! Faults: kill, pause, cut from one network or all, a one-way partition, a lossy link.
+//! Each system has a track of its own, and the tracks run at once, so faults on different
+//! systems overlap; within a track one fault at a time, each healed before the next: the
+//! three-node store and the five-node election are promised to stay available through one
+//! fault, and safe (linearizable, one leader) through any.
 
 use std::time::Duration;
 
@@ -23,6 +25,13 @@ pub enum FaultKind {
     CutLink,
     /// Cut from both networks for the hold.
     CutOff,
+    /// A one-way partition: the node drops every packet from one peer of its system (on every
+    /// network), while the peer still hears it.
+    Deafen,
+    /// A lossy link: the node drops a share of every packet it receives, the acknowledgements
+    /// of what it sends among them, so its TCP streams stall on retransmissions. (The slow
+    /// link of netem is not to be had: this kernel has no netem qdisc.)
+    LossyLink,
 }
 
 /// The systems the nemesis breaks.
@@ -31,10 +40,14 @@ pub enum FaultKind {
 pub enum System {
     Store,
     Election,
+    Dispatcher,
+    Worker,
+    Monitor,
 }
 
 impl System {
-    /// The faults that fit: only the store has a replication network of its own.
+    /// The faults that fit: only the store has a replication network of its own, and a
+    /// one-way partition is from a peer of the same system (the store's, the election's).
     pub fn kinds(self) -> &'static [FaultKind] {
         match self {
             System::Store => &[
@@ -42,8 +55,23 @@ impl System {
                 FaultKind::Pause,
                 FaultKind::CutLink,
                 FaultKind::CutOff,
+                FaultKind::Deafen,
+                FaultKind::LossyLink,
             ],
-            System::Election => &[FaultKind::Kill, FaultKind::Pause, FaultKind::CutOff],
+            System::Election => &[
+                FaultKind::Kill,
+                FaultKind::Pause,
+                FaultKind::CutOff,
+                FaultKind::Deafen,
+                FaultKind::LossyLink,
+            ],
+            System::Dispatcher | System::Monitor => &[
+                FaultKind::Kill,
+                FaultKind::Pause,
+                FaultKind::CutOff,
+                FaultKind::LossyLink,
+            ],
+            System::Worker => &[FaultKind::Kill, FaultKind::Pause, FaultKind::CutOff],
         }
     }
 }
@@ -63,6 +91,12 @@ pub struct Fault {
     pub target: Target,
     /// How long it lasts before it is healed (a kill: how long before the next fault).
     pub hold_ms: u64,
+    /// Deafen: the index of the peer (of the same system) the node stops hearing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<usize>,
+    /// LossyLink: the share of received packets dropped, in percent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss_percent: Option<u32>,
 }
 
 /// When the first fault may come: the workload runs a while undisturbed first.
@@ -70,28 +104,61 @@ const LEAD_MS: u64 = 2_000;
 /// Faults last 0.5–4 s; between two, 1–3 s of calm.
 const HOLD_MS: (u64, u64) = (500, 4_000);
 const CALM_MS: (u64, u64) = (1_000, 3_000);
+/// A lossy link drops 10–50 % of what the node receives.
+const LOSS_PERCENT: (u32, u32) = (10, 50);
 
-/// The faults of a run of `duration` over `targets`, all healed before its end.
+/// The faults of a run of `duration` over `targets`, all healed before its end, in time
+/// order: one track per system, all at once.
 pub fn plan(seed: u64, duration: Duration, targets: &[Target]) -> Vec<Fault> {
-    let mut rng = StdRng::seed_from_u64(seed);
+    let mut systems: Vec<System> = targets.iter().map(|t| t.system).collect();
+    systems.sort();
+    systems.dedup();
+    let mut faults: Vec<Fault> = systems
+        .into_iter()
+        .flat_map(|system| {
+            let nodes: Vec<usize> = targets
+                .iter()
+                .filter(|t| t.system == system)
+                .map(|t| t.index)
+                .collect();
+            track(seed, duration, system, &nodes)
+        })
+        .collect();
+    faults.sort_by_key(|f| f.at_ms);
+    faults
+}
+
+/// One system's track: a fault at a time on one of `nodes`, with calm between. Its own random
+/// stream (from the seed and the system), so the track is the same whichever other systems
+/// are broken beside it.
+fn track(seed: u64, duration: Duration, system: System, nodes: &[usize]) -> Vec<Fault> {
+    let stream = (system as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut rng = StdRng::seed_from_u64(seed ^ stream);
     let end = duration.as_millis() as u64;
     let mut faults = Vec::new();
-    if targets.is_empty() {
-        return faults;
-    }
     let mut at = LEAD_MS;
     loop {
         let hold = rng.random_range(HOLD_MS.0..=HOLD_MS.1);
         if at + hold >= end {
             break;
         }
-        let target = targets[rng.random_range(0..targets.len())];
-        let kinds = target.system.kinds();
+        let index = nodes[rng.random_range(0..nodes.len())];
+        let peers: Vec<usize> = nodes.iter().copied().filter(|&n| n != index).collect();
+        let kinds: Vec<FaultKind> = system
+            .kinds()
+            .iter()
+            .copied()
+            .filter(|&kind| kind != FaultKind::Deafen || !peers.is_empty())
+            .collect();
+        let kind = kinds[rng.random_range(0..kinds.len())];
         faults.push(Fault {
             at_ms: at,
-            kind: kinds[rng.random_range(0..kinds.len())],
-            target,
+            kind,
+            target: Target { system, index },
             hold_ms: hold,
+            peer: (kind == FaultKind::Deafen).then(|| peers[rng.random_range(0..peers.len())]),
+            loss_percent: (kind == FaultKind::LossyLink)
+                .then(|| rng.random_range(LOSS_PERCENT.0..=LOSS_PERCENT.1)),
         });
         at += hold + rng.random_range(CALM_MS.0..=CALM_MS.1);
     }
@@ -102,11 +169,23 @@ pub fn plan(seed: u64, duration: Duration, targets: &[Target]) -> Vec<Fault> {
 mod tests {
     use super::*;
 
-    /// The lab's: three store nodes, five election nodes.
+    const SYSTEMS: [System; 5] = [
+        System::Store,
+        System::Election,
+        System::Dispatcher,
+        System::Worker,
+        System::Monitor,
+    ];
+
+    /// The lab's: three store nodes, five election nodes, the dispatcher and its 25 workers,
+    /// the monitor.
     fn lab() -> Vec<Target> {
         let of = |system, n| (0..n).map(move |index| Target { system, index });
         of(System::Store, 3)
             .chain(of(System::Election, 5))
+            .chain(of(System::Dispatcher, 1))
+            .chain(of(System::Worker, 25))
+            .chain(of(System::Monitor, 1))
             .collect()
     }
 
@@ -118,13 +197,20 @@ mod tests {
     }
 
     #[test]
-    fn faults_come_one_at_a_time_and_all_are_healed_before_the_end() {
+    fn faults_come_one_at_a_time_per_system_and_all_are_healed_before_the_end() {
         for seed in 0..200 {
             let faults = plan(seed, Duration::from_secs(120), &lab());
             assert!(!faults.is_empty());
             assert!(faults[0].at_ms >= LEAD_MS);
-            for pair in faults.windows(2) {
-                assert!(pair[0].at_ms + pair[0].hold_ms < pair[1].at_ms, "{pair:?}");
+            assert!(faults.windows(2).all(|pair| pair[0].at_ms <= pair[1].at_ms));
+            for system in SYSTEMS {
+                let track: Vec<&Fault> = faults
+                    .iter()
+                    .filter(|f| f.target.system == system)
+                    .collect();
+                for pair in track.windows(2) {
+                    assert!(pair[0].at_ms + pair[0].hold_ms < pair[1].at_ms, "{pair:?}");
+                }
             }
             let last = faults.last().unwrap();
             assert!(last.at_ms + last.hold_ms < 120_000);
@@ -133,12 +219,32 @@ mod tests {
                     .iter()
                     .all(|f| lab().contains(&f.target) && f.target.system.kinds().contains(&f.kind))
             );
+            for f in &faults {
+                // A deafened node stops hearing another node of its own system.
+                assert_eq!(f.peer.is_some(), f.kind == FaultKind::Deafen, "{f:?}");
+                if let Some(peer) = f.peer {
+                    assert_ne!(peer, f.target.index);
+                    assert!(lab().contains(&Target {
+                        system: f.target.system,
+                        index: peer
+                    }));
+                }
+                assert_eq!(
+                    f.loss_percent.is_some(),
+                    f.kind == FaultKind::LossyLink,
+                    "{f:?}"
+                );
+                assert!(
+                    f.loss_percent
+                        .is_none_or(|p| (LOSS_PERCENT.0..=LOSS_PERCENT.1).contains(&p))
+                );
+            }
         }
     }
 
     #[test]
     fn every_kind_of_fault_on_every_node_turns_up() {
-        let faults = plan(1, Duration::from_secs(1200), &lab());
+        let faults = plan(1, Duration::from_secs(6000), &lab());
         for target in lab() {
             for &kind in target.system.kinds() {
                 assert!(
@@ -147,6 +253,59 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn each_system_is_broken_about_as_often_however_many_nodes_it_has() {
+        let faults = plan(5, Duration::from_secs(6000), &lab());
+        let count = |system| faults.iter().filter(|f| f.target.system == system).count();
+        let even = faults.len() / 5;
+        for system in SYSTEMS {
+            assert!(
+                count(system) > even * 3 / 4 && count(system) < even * 5 / 4,
+                "{system:?}: {} of {}",
+                count(system),
+                faults.len()
+            );
+        }
+    }
+
+    #[test]
+    fn faults_on_different_systems_overlap() {
+        let faults = plan(9, Duration::from_secs(120), &lab());
+        let overlapping = faults.iter().enumerate().any(|(i, a)| {
+            faults[i + 1..]
+                .iter()
+                .any(|b| a.target.system != b.target.system && b.at_ms < a.at_ms + a.hold_ms)
+        });
+        assert!(overlapping);
+    }
+
+    #[test]
+    fn a_systems_track_is_the_same_whichever_systems_are_broken_beside_it() {
+        let minute = Duration::from_secs(60);
+        let store: Vec<Target> = lab()
+            .into_iter()
+            .filter(|t| t.system == System::Store)
+            .collect();
+        let alone = plan(11, minute, &store);
+        let beside: Vec<Fault> = plan(11, minute, &lab())
+            .into_iter()
+            .filter(|f| f.target.system == System::Store)
+            .collect();
+        assert!(!alone.is_empty());
+        assert_eq!(alone, beside);
+    }
+
+    #[test]
+    fn a_node_alone_in_its_system_is_never_deafened() {
+        let alone = [Target {
+            system: System::Election,
+            index: 0,
+        }];
+        let faults = plan(3, Duration::from_secs(600), &alone);
+        assert!(faults.len() > 50);
+        assert!(faults.iter().all(|f| f.kind != FaultKind::Deafen));
     }
 
     #[test]

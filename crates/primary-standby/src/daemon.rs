@@ -318,6 +318,10 @@ async fn visit_witness(
 ) {
     loop {
         let (change, renew) = tokio::select! {
+            // Shutdown first: stopping closes this node's links, and a primary that then wrote
+            // its standbys out of the in-sync set would leave none promotable (a stopped
+            // primary blocked its own failover about half the time before this was biased).
+            biased;
             _ = shutdown.cancelled() => return,
             change = rx.recv() => match change {
                 Some(change) => change,

@@ -32,10 +32,11 @@ pub struct Node {
 }
 
 /// Store daemons in this process, on loopback ports, with data dirs and one witness dir in a
-/// temporary directory (removed when the cluster is dropped).
+/// temporary directory (removed a little after the cluster is dropped).
 #[derive(Debug)]
 pub struct Cluster {
-    _dir: tempfile::TempDir,
+    /// An Option only so that `drop` can hand it on.
+    dir: Option<tempfile::TempDir>,
     witness: PathBuf,
     pub nodes: Vec<Node>,
     pub codec: FrameCodec,
@@ -58,7 +59,7 @@ impl Cluster {
             });
         }
         let mut cluster = Cluster {
-            _dir: dir,
+            dir: Some(dir),
             witness,
             nodes,
             codec,
@@ -118,6 +119,24 @@ impl Cluster {
             seen.push(client.status(&node.addr).await.map_err(|e| e.to_string()));
         }
         panic!("no primary with {in_sync} standbys in sync within 30 s: {seen:#?}");
+    }
+}
+
+/// A dropped cluster's nodes are told to stop, and their data dirs outlive them a while: a
+/// node's log writer is a thread of its own that finishes what was queued (an append, a
+/// snapshot), and a daemon that cannot write its data dir exits the process — which, in a
+/// test binary, ends every other test with it (CI saw one do so).
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &self.nodes {
+            node.stop.cancel();
+        }
+        if let Some(dir) = self.dir.take() {
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_secs(5));
+                drop(dir);
+            });
+        }
     }
 }
 

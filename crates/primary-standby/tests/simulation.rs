@@ -99,6 +99,32 @@ fn a_paused_primary_is_replaced_and_never_serves_after_it_resumes() {
     }
 }
 
+/// A stall of the whole machine (every node held up alike, as a saturated host's scheduler
+/// once did for ~285 ms) is no evidence against the primary: every slot is old, the
+/// standbys' own included. Nobody promotes.
+#[test]
+fn a_stall_of_every_node_at_once_promotes_nobody() {
+    for seed in 1..=20 {
+        let (mut sim, old) = settled(seed);
+        let epoch = sim.witness_state().map(|state| state.epoch);
+        for node in 1..=3 {
+            sim.pause(node);
+        }
+        sim.run(300);
+        for node in 1..=3 {
+            sim.resume(node);
+        }
+        sim.run(1_500);
+        assert_eq!(primary(&sim), old, "seed {seed}: a promotion after a stall");
+        assert_eq!(
+            sim.witness_state().map(|state| state.epoch),
+            epoch,
+            "seed {seed}: the epoch moved"
+        );
+        sim.check_final();
+    }
+}
+
 /// The race the previous primary's slot is read again for: it resumes and renews its lease
 /// after a standby decided to promote but before its change reached the witness.
 #[test]

@@ -134,19 +134,20 @@ impl Node {
     /// others: with one, a dead standby could not be told from a cut-off primary. Probes get a
     /// longer grace (twice the peer timeout) than links: a probe is a whole exchange, and a
     /// busy machine answers it late; giving up the lease for nothing is a needless failover.
+    /// Silence is counted only while this node was awake to hear (see [`super::STALL_MS`]).
     pub(super) fn isolated(&self) -> bool {
         let timeout = self.cfg.timing.peer_timeout_ms;
-        let now = self.now_ms;
+        let silent_for = |at: u64| self.now_ms.saturating_sub(at.max(self.awake_since_ms));
         self.role == Role::Primary
             && self.others >= 2
             && self
                 .reached_ms
-                .is_some_and(|at| now.saturating_sub(at) > 2 * timeout)
+                .is_some_and(|at| silent_for(at) > 2 * timeout)
             && self
                 .primary
                 .peers
                 .values()
-                .all(|peer| now.saturating_sub(peer.last_heard_ms) > timeout)
+                .all(|peer| silent_for(peer.last_heard_ms) > timeout)
     }
 
     pub(super) fn primary_tick(&mut self, out: &mut Vec<Output>) {

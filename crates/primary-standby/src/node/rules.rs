@@ -56,19 +56,18 @@ pub enum Promotion {
 /// The rule of seed 003, made safe: a standby that lost its primary promotes only if the
 /// witness shows the primary silent past its lease and a margin, only if the witness counts
 /// this standby in sync, and only if its log is the one the witness counted (`log_trusted`:
-/// not a new data dir that has not caught up since).
+/// not a new data dir that has not caught up since). The primary's silence counts only as far
+/// as this standby `watched` it ([`Watched::silence`]).
 pub fn promotion(
     me: StoreNodeId,
     addrs: (&str, &str),
     state: &WitnessState,
     slots: &BTreeMap<StoreNodeId, u64>,
-    now_ms: u64,
+    watched: Watched,
     timing: &Timing,
     log_trusted: bool,
 ) -> Promotion {
-    let age_ms = slots
-        .get(&state.primary)
-        .map_or(u64::MAX, |slot| now_ms.saturating_sub(*slot));
+    let age_ms = watched.silence(slots.get(&state.primary).copied());
     if age_ms <= timing.lease_ms + timing.lease_margin_ms {
         return Promotion::PrimaryAlive {
             primary: state.primary,
@@ -89,6 +88,40 @@ pub fn promotion(
         primary_link: addrs.1.to_string(),
         in_sync: Vec::new(),
     })
+}
+
+/// A stretch of time a standby watched the witness without a break: its visits, from the one
+/// that began at `since_ms` to the one at `now_ms`, each within a lease of the one before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watched {
+    pub since_ms: u64,
+    pub now_ms: u64,
+}
+
+impl Watched {
+    /// The stretch after a visit that began at `started_ms`, given the one before (None: the
+    /// first visit, or the last one failed). A gap longer than a lease breaks it: this node was
+    /// not looking (held up by the scheduler, say), and cannot tell how long the primary was
+    /// silent while it did not look.
+    pub fn after_visit(before: Option<Watched>, started_ms: u64, timing: &Timing) -> Watched {
+        let since_ms = match before {
+            Some(w) if started_ms.saturating_sub(w.now_ms) <= timing.lease_ms => w.since_ms,
+            _ => started_ms,
+        };
+        Watched {
+            since_ms,
+            now_ms: started_ms,
+        }
+    }
+
+    /// How long a node whose slot holds `slot` has been silent, as far as this watch saw it:
+    /// silence from before the watch began is not seen (every node may have been held up alike:
+    /// a saturated host once stalled every container for ~285 ms). Never visited: forever.
+    pub fn silence(&self, slot: Option<u64>) -> u64 {
+        slot.map_or(u64::MAX, |slot| {
+            self.now_ms.saturating_sub(slot.max(self.since_ms))
+        })
+    }
 }
 
 /// What a node whose data dir is new changes in the witness before anything else: the record
@@ -213,6 +246,14 @@ mod tests {
         assert_eq!(leave_witness(4, &s), None, "not counted: nothing to change");
     }
 
+    /// A standby that has watched the witness since long before, up to `now_ms`.
+    fn watched_until(now_ms: u64) -> Watched {
+        Watched {
+            since_ms: 0,
+            now_ms,
+        }
+    }
+
     #[test]
     fn a_standby_promotes_only_in_sync_and_after_the_lease_and_margin() {
         let t = Timing::default();
@@ -221,15 +262,29 @@ mod tests {
         let addrs = ("me:1", "me:2");
         let s = state(1, &[2, 3]);
         assert_eq!(
-            promotion(2, addrs, &s, &slots, 1_000 + dead_after, &t, true),
+            promotion(
+                2,
+                addrs,
+                &s,
+                &slots,
+                watched_until(1_000 + dead_after),
+                &t,
+                true
+            ),
             Promotion::PrimaryAlive {
                 primary: 1,
                 age_ms: dead_after
             }
         );
-        let Promotion::Promote(next) =
-            promotion(2, addrs, &s, &slots, 1_001 + dead_after, &t, true)
-        else {
+        let Promotion::Promote(next) = promotion(
+            2,
+            addrs,
+            &s,
+            &slots,
+            watched_until(1_001 + dead_after),
+            &t,
+            true,
+        ) else {
             panic!("a primary silent past lease + margin is replaced");
         };
         assert_eq!((next.epoch, next.primary, next.version), (4, 2, 6));
@@ -237,16 +292,24 @@ mod tests {
         assert_eq!(next.primary_addr, "me:1");
         // Out of sync: never, however dead the primary (and while it lives, the link is down).
         assert_eq!(
-            promotion(4, addrs, &s, &slots, u64::MAX / 2, &t, true),
+            promotion(4, addrs, &s, &slots, watched_until(u64::MAX / 2), &t, true),
             Promotion::NotInSync
         );
         assert!(matches!(
-            promotion(4, addrs, &s, &slots, 1_000, &t, true),
+            promotion(4, addrs, &s, &slots, watched_until(1_000), &t, true),
             Promotion::PrimaryAlive { .. }
         ));
         // A new data dir the witness still counts: not until it has caught up.
         assert_eq!(
-            promotion(2, addrs, &s, &slots, 1_001 + dead_after, &t, false),
+            promotion(
+                2,
+                addrs,
+                &s,
+                &slots,
+                watched_until(1_001 + dead_after),
+                &t,
+                false
+            ),
             Promotion::NewDataDir
         );
         // A primary that resigned (its data dir was emptied): nobody's slot is fresh.
@@ -255,14 +318,53 @@ mod tests {
             ..s.clone()
         };
         assert!(matches!(
-            promotion(2, addrs, &resigned, &slots, 1_000, &t, true),
+            promotion(2, addrs, &resigned, &slots, watched_until(1_000), &t, true),
             Promotion::Promote(_)
         ));
         // No slot at all: the primary never visited; it is not alive.
         assert!(matches!(
-            promotion(2, addrs, &s, &BTreeMap::new(), 5, &t, true),
+            promotion(2, addrs, &s, &BTreeMap::new(), watched_until(5), &t, true),
             Promotion::Promote(_)
         ));
+    }
+
+    #[test]
+    fn a_primarys_silence_counts_only_while_this_standby_watched() {
+        let t = Timing::default();
+        let dead_after = t.lease_ms + t.lease_margin_ms;
+        // Visits every 30 ms from 1 000: one unbroken watch.
+        let mut watched = None;
+        for at in (1_000..=1_600).step_by(30) {
+            watched = Some(Watched::after_visit(watched, at, &t));
+        }
+        let watched = watched.unwrap();
+        assert_eq!((watched.since_ms, watched.now_ms), (1_000, 1_600));
+        assert_eq!(watched.silence(Some(1_300)), 300);
+        assert_eq!(watched.silence(None), u64::MAX);
+        // Then nothing for 300 ms (this node held up): a new watch begins.
+        let after_stall = Watched::after_visit(Some(watched), 1_900, &t);
+        assert_eq!((after_stall.since_ms, after_stall.now_ms), (1_900, 1_900));
+        // The primary's slot from before the stall says nothing yet...
+        assert_eq!(after_stall.silence(Some(1_590)), 0);
+        let s = state(1, &[2, 3]);
+        let slots = BTreeMap::from([(1, 1_590)]);
+        assert!(matches!(
+            promotion(2, ("a", "b"), &s, &slots, after_stall, &t, true),
+            Promotion::PrimaryAlive { .. }
+        ));
+        // ...until this node has watched past the lease and margin without it.
+        let mut later = after_stall;
+        for at in (1_930..=1_900 + dead_after + 30).step_by(30) {
+            later = Watched::after_visit(Some(later), at, &t);
+        }
+        assert!(later.silence(Some(1_590)) > dead_after);
+        assert!(matches!(
+            promotion(2, ("a", "b"), &s, &slots, later, &t, true),
+            Promotion::Promote(_)
+        ));
+        // A gap of a lease or less does not break the watch (a slow visit).
+        let slow = Watched::after_visit(Some(watched), 1_600 + t.lease_ms, &t);
+        assert_eq!(slow.since_ms, 1_000);
     }
 
     #[test]
