@@ -240,11 +240,13 @@ impl Lab {
                 self.pause(&node.id).await?;
                 Undo::Unpause
             }
-            FaultKind::CutLink => {
-                self.cut(&node.id, |network| network == networks.link)
-                    .await?
-            }
-            FaultKind::CutOff => self.cut(&node.id, |_| true).await?,
+            FaultKind::CutLink => self.cut(&node.id, &[&networks.link]).await?,
+            // The client network first. Cut the other way round, a primary would lose its
+            // standbys while it still reached the other nodes over the lan — a cut link, by
+            // all it can tell — and rightly drop them from the in-sync set, leaving nobody to
+            // take over (CI's disconnect-primary failed so, about one run in two, while the
+            // order was a hash map's). A cut-off is both networks at once; this comes closest.
+            FaultKind::CutOff => self.cut(&node.id, &[&networks.lan, &networks.link]).await?,
             FaultKind::Deafen => {
                 let peer = peer.context("a one-way partition names its peer")?;
                 let mut sources = Vec::new();
@@ -521,14 +523,15 @@ impl Lab {
         }
     }
 
-    /// Disconnects container `id` from those of its networks `which` picks; remembers the
-    /// aliases it had on each, to come back under them.
-    async fn cut(&self, id: &str, which: impl Fn(&str) -> bool) -> anyhow::Result<Undo> {
+    /// Disconnects container `id` from those of `networks` it is on, in that order; remembers
+    /// the aliases it had on each, to come back under them.
+    async fn cut(&self, id: &str, networks: &[&str]) -> anyhow::Result<Undo> {
+        let mut attached = self.attachments(id).await?;
         let mut cut = Vec::new();
-        for (network, aliases) in self.attachments(id).await? {
-            if which(&network) {
-                self.disconnect(&network, id).await?;
-                cut.push((network, aliases));
+        for network in networks {
+            if let Some(aliases) = attached.remove(*network) {
+                self.disconnect(network, id).await?;
+                cut.push((network.to_string(), aliases));
             }
         }
         anyhow::ensure!(!cut.is_empty(), "{id} is on none of the networks to cut");
@@ -536,7 +539,7 @@ impl Lab {
     }
 
     /// The networks container `id` is on, each with its aliases there.
-    async fn attachments(&self, id: &str) -> anyhow::Result<Vec<(String, Vec<String>)>> {
+    async fn attachments(&self, id: &str) -> anyhow::Result<HashMap<String, Vec<String>>> {
         let inspected = self
             .docker
             .inspect_container(id, None::<InspectContainerOptions>)
