@@ -7,6 +7,7 @@
 
 mod primary;
 pub mod rules;
+mod stalls;
 mod standby;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -14,17 +15,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use proto::{Entry, Op, Primaryship, Reply, StoreMessage, StoreNodeId, StoreNodeStatus};
 
 pub use rules::Timing;
-use rules::Watched;
+use stalls::Stalls;
 
 use crate::limits::Limits;
 use crate::store::Store;
 use crate::wal::Recovered;
 use crate::witness::{Change, NOBODY, Visit, WitnessState};
-
-/// A gap this long between two inputs (the daemon ticks every 5 ms) means the node was held up
-/// (a saturated host's scheduler did it for up to ~285 ms): it did not hear, and a peer's
-/// silence over that time is not the peer's.
-pub const STALL_MS: u64 = 50;
 
 /// Entries kept in memory after they are applied, for standbys to catch up from without a
 /// snapshot.
@@ -153,9 +149,6 @@ pub struct Node {
     /// The latest witness state seen, and when a visit last succeeded.
     witness: Option<WitnessState>,
     witness_ok_ms: Option<u64>,
-    /// How long this node has watched the witness without a break (a standby counts the
-    /// primary's silence only over that).
-    watched: Option<Watched>,
     /// The visit in flight (one at a time) and when the next routine one is due.
     visiting: Option<Purpose>,
     next_visit_ms: u64,
@@ -186,8 +179,8 @@ pub struct Node {
     reached_ms: Option<u64>,
     /// The other nodes the witness has slots for.
     others: usize,
-    /// Since when this node has run without being held up ([`STALL_MS`] between inputs).
-    awake_since_ms: u64,
+    /// When this node was held up: taken out of every silence it judges by.
+    stalls: Stalls,
     /// Whether the visit in flight renews this node's slot (only such a visit extends a lease).
     visit_renews: bool,
 }
@@ -206,8 +199,7 @@ impl Node {
             epoch,
             witness: None,
             witness_ok_ms: None,
-            watched: None,
-            awake_since_ms: now_ms,
+            stalls: Stalls::default(),
             visiting: None,
             next_visit_ms: now_ms,
             commit: log_base,
@@ -269,11 +261,7 @@ impl Node {
 
     /// Handles one input at wall-clock `now_ms` (the clock only moves forward).
     pub fn handle(&mut self, now_ms: u64, input: Input) -> Vec<Output> {
-        if now_ms.saturating_sub(self.now_ms) > STALL_MS {
-            // Held up (the daemon ticks every few ms): what went unheard meanwhile is no
-            // evidence of anything; a peer's silence counts again from now.
-            self.awake_since_ms = now_ms;
-        }
+        self.stalls.note(self.now_ms, now_ms);
         self.now_ms = self.now_ms.max(now_ms);
         let mut out = Vec::new();
         match input {
@@ -302,6 +290,11 @@ impl Node {
         self.record_lease_end();
         self.compact_if_due(&mut out);
         out
+    }
+
+    /// How long it has been since `at_ms`, less the time this node was held up meanwhile.
+    fn silent_since(&self, at_ms: u64) -> u64 {
+        self.stalls.silence(at_ms, self.now_ms)
     }
 
     fn tick(&mut self, out: &mut Vec<Output>) {
@@ -335,18 +328,11 @@ impl Node {
             Ok(visit) => visit,
             Err(e) => {
                 self.witness_ok_ms = None;
-                // Not looking: a failed visit breaks the watch.
-                self.watched = None;
                 tracing::warn!(error = %e, "the witness cannot be visited");
                 return;
             }
         };
         self.witness_ok_ms = Some(visit.started_ms);
-        self.watched = Some(Watched::after_visit(
-            self.watched,
-            visit.started_ms,
-            &self.cfg.timing,
-        ));
         self.others = visit.slots.keys().filter(|id| **id != self.cfg.id).count();
         let Some(state) = visit.state.clone() else {
             if self.fresh {

@@ -134,10 +134,10 @@ impl Node {
     /// others: with one, a dead standby could not be told from a cut-off primary. Probes get a
     /// longer grace (twice the peer timeout) than links: a probe is a whole exchange, and a
     /// busy machine answers it late; giving up the lease for nothing is a needless failover.
-    /// Silence is counted only while this node was awake to hear (see [`super::STALL_MS`]).
+    /// Time this node was held up is not silence (see [`super::stalls`]).
     pub(super) fn isolated(&self) -> bool {
         let timeout = self.cfg.timing.peer_timeout_ms;
-        let silent_for = |at: u64| self.now_ms.saturating_sub(at.max(self.awake_since_ms));
+        let silent_for = |at: u64| self.silent_since(at);
         self.role == Role::Primary
             && self.others >= 2
             && self

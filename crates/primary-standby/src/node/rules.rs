@@ -56,18 +56,21 @@ pub enum Promotion {
 /// The rule of seed 003, made safe: a standby that lost its primary promotes only if the
 /// witness shows the primary silent past its lease and a margin, only if the witness counts
 /// this standby in sync, and only if its log is the one the witness counted (`log_trusted`:
-/// not a new data dir that has not caught up since). The primary's silence counts only as far
-/// as this standby `watched` it ([`Watched::silence`]).
+/// not a new data dir that has not caught up since). `silent_since(slot)` is how long the
+/// primary has been silent since its slot's time, as this standby counts it (less the time it
+/// was held up itself: see `stalls`).
 pub fn promotion(
     me: StoreNodeId,
     addrs: (&str, &str),
     state: &WitnessState,
     slots: &BTreeMap<StoreNodeId, u64>,
-    watched: Watched,
+    silent_since: impl Fn(u64) -> u64,
     timing: &Timing,
     log_trusted: bool,
 ) -> Promotion {
-    let age_ms = watched.silence(slots.get(&state.primary).copied());
+    let age_ms = slots
+        .get(&state.primary)
+        .map_or(u64::MAX, |slot| silent_since(*slot));
     if age_ms <= timing.lease_ms + timing.lease_margin_ms {
         return Promotion::PrimaryAlive {
             primary: state.primary,
@@ -88,40 +91,6 @@ pub fn promotion(
         primary_link: addrs.1.to_string(),
         in_sync: Vec::new(),
     })
-}
-
-/// A stretch of time a standby watched the witness without a break: its visits, from the one
-/// that began at `since_ms` to the one at `now_ms`, each within a lease of the one before.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Watched {
-    pub since_ms: u64,
-    pub now_ms: u64,
-}
-
-impl Watched {
-    /// The stretch after a visit that began at `started_ms`, given the one before (None: the
-    /// first visit, or the last one failed). A gap longer than a lease breaks it: this node was
-    /// not looking (held up by the scheduler, say), and cannot tell how long the primary was
-    /// silent while it did not look.
-    pub fn after_visit(before: Option<Watched>, started_ms: u64, timing: &Timing) -> Watched {
-        let since_ms = match before {
-            Some(w) if started_ms.saturating_sub(w.now_ms) <= timing.lease_ms => w.since_ms,
-            _ => started_ms,
-        };
-        Watched {
-            since_ms,
-            now_ms: started_ms,
-        }
-    }
-
-    /// How long a node whose slot holds `slot` has been silent, as far as this watch saw it:
-    /// silence from before the watch began is not seen (every node may have been held up alike:
-    /// a saturated host once stalled every container for ~285 ms). Never visited: forever.
-    pub fn silence(&self, slot: Option<u64>) -> u64 {
-        slot.map_or(u64::MAX, |slot| {
-            self.now_ms.saturating_sub(slot.max(self.since_ms))
-        })
-    }
 }
 
 /// What a node whose data dir is new changes in the witness before anything else: the record
@@ -246,12 +215,9 @@ mod tests {
         assert_eq!(leave_witness(4, &s), None, "not counted: nothing to change");
     }
 
-    /// A standby that has watched the witness since long before, up to `now_ms`.
-    fn watched_until(now_ms: u64) -> Watched {
-        Watched {
-            since_ms: 0,
-            now_ms,
-        }
+    /// Silence by the wall clock at `now_ms` (a standby that was never held up).
+    fn silent_at(now_ms: u64) -> impl Fn(u64) -> u64 {
+        move |slot| now_ms.saturating_sub(slot)
     }
 
     #[test]
@@ -267,7 +233,7 @@ mod tests {
                 addrs,
                 &s,
                 &slots,
-                watched_until(1_000 + dead_after),
+                silent_at(1_000 + dead_after),
                 &t,
                 true
             ),
@@ -281,7 +247,7 @@ mod tests {
             addrs,
             &s,
             &slots,
-            watched_until(1_001 + dead_after),
+            silent_at(1_001 + dead_after),
             &t,
             true,
         ) else {
@@ -292,11 +258,11 @@ mod tests {
         assert_eq!(next.primary_addr, "me:1");
         // Out of sync: never, however dead the primary (and while it lives, the link is down).
         assert_eq!(
-            promotion(4, addrs, &s, &slots, watched_until(u64::MAX / 2), &t, true),
+            promotion(4, addrs, &s, &slots, silent_at(u64::MAX / 2), &t, true),
             Promotion::NotInSync
         );
         assert!(matches!(
-            promotion(4, addrs, &s, &slots, watched_until(1_000), &t, true),
+            promotion(4, addrs, &s, &slots, silent_at(1_000), &t, true),
             Promotion::PrimaryAlive { .. }
         ));
         // A new data dir the witness still counts: not until it has caught up.
@@ -306,7 +272,7 @@ mod tests {
                 addrs,
                 &s,
                 &slots,
-                watched_until(1_001 + dead_after),
+                silent_at(1_001 + dead_after),
                 &t,
                 false
             ),
@@ -318,53 +284,14 @@ mod tests {
             ..s.clone()
         };
         assert!(matches!(
-            promotion(2, addrs, &resigned, &slots, watched_until(1_000), &t, true),
+            promotion(2, addrs, &resigned, &slots, silent_at(1_000), &t, true),
             Promotion::Promote(_)
         ));
         // No slot at all: the primary never visited; it is not alive.
         assert!(matches!(
-            promotion(2, addrs, &s, &BTreeMap::new(), watched_until(5), &t, true),
+            promotion(2, addrs, &s, &BTreeMap::new(), silent_at(5), &t, true),
             Promotion::Promote(_)
         ));
-    }
-
-    #[test]
-    fn a_primarys_silence_counts_only_while_this_standby_watched() {
-        let t = Timing::default();
-        let dead_after = t.lease_ms + t.lease_margin_ms;
-        // Visits every 30 ms from 1 000: one unbroken watch.
-        let mut watched = None;
-        for at in (1_000..=1_600).step_by(30) {
-            watched = Some(Watched::after_visit(watched, at, &t));
-        }
-        let watched = watched.unwrap();
-        assert_eq!((watched.since_ms, watched.now_ms), (1_000, 1_600));
-        assert_eq!(watched.silence(Some(1_300)), 300);
-        assert_eq!(watched.silence(None), u64::MAX);
-        // Then nothing for 300 ms (this node held up): a new watch begins.
-        let after_stall = Watched::after_visit(Some(watched), 1_900, &t);
-        assert_eq!((after_stall.since_ms, after_stall.now_ms), (1_900, 1_900));
-        // The primary's slot from before the stall says nothing yet...
-        assert_eq!(after_stall.silence(Some(1_590)), 0);
-        let s = state(1, &[2, 3]);
-        let slots = BTreeMap::from([(1, 1_590)]);
-        assert!(matches!(
-            promotion(2, ("a", "b"), &s, &slots, after_stall, &t, true),
-            Promotion::PrimaryAlive { .. }
-        ));
-        // ...until this node has watched past the lease and margin without it.
-        let mut later = after_stall;
-        for at in (1_930..=1_900 + dead_after + 30).step_by(30) {
-            later = Watched::after_visit(Some(later), at, &t);
-        }
-        assert!(later.silence(Some(1_590)) > dead_after);
-        assert!(matches!(
-            promotion(2, ("a", "b"), &s, &slots, later, &t, true),
-            Promotion::Promote(_)
-        ));
-        // A gap of a lease or less does not break the watch (a slow visit).
-        let slow = Watched::after_visit(Some(watched), 1_600 + t.lease_ms, &t);
-        assert_eq!(slow.since_ms, 1_000);
     }
 
     #[test]

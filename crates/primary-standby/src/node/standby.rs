@@ -4,7 +4,7 @@
 
 use proto::{ClientSession, StoreMessage, StoreNodeId};
 
-use super::rules::{self, Promotion, Watched};
+use super::rules::{self, Promotion};
 use super::{Node, Output, Purpose, Role};
 use crate::store::Store;
 use crate::witness::{Change, NOBODY, Visit, WitnessState};
@@ -42,16 +42,12 @@ impl Node {
             return;
         }
         let addrs = (self.cfg.client_addr.as_str(), self.cfg.link_addr.as_str());
-        let watched = self.watched.unwrap_or(Watched {
-            since_ms: visit.started_ms,
-            now_ms: visit.started_ms,
-        });
         match rules::promotion(
             self.cfg.id,
             addrs,
             state,
             &visit.slots,
-            watched,
+            |slot| self.silent_since(slot),
             &self.cfg.timing,
             !self.fresh,
         ) {
@@ -136,9 +132,8 @@ impl Node {
 
     pub(super) fn standby_tick(&mut self, out: &mut Vec<Output>) {
         let timeout = self.cfg.timing.peer_timeout_ms;
-        // Silence is counted only while this node was awake to hear (see `STALL_MS`).
-        let heard_ms = self.standby.heard_ms.max(self.awake_since_ms);
-        if self.standby.link_up && self.now_ms.saturating_sub(heard_ms) > timeout {
+        // Time this node was held up is not the primary's silence (see `stalls`).
+        if self.standby.link_up && self.silent_since(self.standby.heard_ms) > timeout {
             if self.standby.lost_since.is_none() {
                 tracing::warn!("the primary has been silent for {timeout} ms");
                 self.standby.lost_since = Some(self.now_ms);
