@@ -1,7 +1,7 @@
 //! The lab's containers through Docker's Engine API (bollard, over the socket): find them, and
 //! break and mend them — kill, pause, cut from a network, and, with iptables run in a
 //! container's network namespace (the `halab/nettools` image), one-way partitions and lossy
-//! links.
+//! links, and with tc there, slow links.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -22,7 +22,7 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 
 use crate::chaos::RandomRun;
-use crate::nemesis::{Fault, FaultKind, System, Target};
+use crate::nemesis::{Fault, FaultKind, SLOW_LINK_QUEUE_MS, System, Target};
 
 /// The election containers' service and the alias they answer to on the lab network.
 pub(crate) const ELECTION_SERVICE: &str = "election";
@@ -114,12 +114,17 @@ impl Lab {
         Ok(found)
     }
 
-    /// Whether container `id` runs now (paused or not).
-    pub(crate) async fn runs(&self, id: &str) -> anyhow::Result<bool> {
-        let inspected = self
+    /// What the engine knows of container `id`.
+    async fn inspect(&self, id: &str) -> anyhow::Result<ContainerInspectResponse> {
+        Ok(self
             .docker
             .inspect_container(id, None::<InspectContainerOptions>)
-            .await?;
+            .await?)
+    }
+
+    /// Whether container `id` runs now (paused or not).
+    pub(crate) async fn runs(&self, id: &str) -> anyhow::Result<bool> {
+        let inspected = self.inspect(id).await?;
         Ok(inspected.state.and_then(|state| state.running) == Some(true))
     }
 
@@ -197,10 +202,7 @@ impl Lab {
     pub(crate) async fn live_workers(&self, network: &str) -> anyhow::Result<Vec<(IpAddr, Node)>> {
         let mut live = Vec::new();
         for (id, name) in self.workers().await? {
-            let inspected = self
-                .docker
-                .inspect_container(&id, None::<InspectContainerOptions>)
-                .await?;
+            let inspected = self.inspect(&id).await?;
             let state = inspected.state.clone().unwrap_or_default();
             if state.running != Some(true) || state.paused == Some(true) {
                 continue;
@@ -215,10 +217,7 @@ impl Lab {
 
     /// The container's address on `network`, if it has one now.
     pub(crate) async fn address(&self, id: &str, network: &str) -> anyhow::Result<Option<IpAddr>> {
-        let inspected = self
-            .docker
-            .inspect_container(id, None::<InspectContainerOptions>)
-            .await?;
+        let inspected = self.inspect(id).await?;
         Ok(address_on(inspected, network))
     }
 
@@ -264,6 +263,16 @@ impl Lab {
                 self.iptables(&node.id, "-I", &rule).await?;
                 Undo::Delete(rule)
             }
+            FaultKind::SlowLink => {
+                let rate = fault.rate_kbit.context("a slow link has a rate")?;
+                let shown = self.tc(&node.id, &["qdisc", "show"]).await?;
+                let devices = devices_in(&shown);
+                anyhow::ensure!(!devices.is_empty(), "{} has no network device", node.name);
+                for device in &devices {
+                    self.tc(&node.id, &slow_link(device, rate)).await?;
+                }
+                Undo::Unshape(devices)
+            }
         };
         Ok(undo)
     }
@@ -273,10 +282,7 @@ impl Lab {
             // The store's restart policy may not apply to a kill through the engine, and the
             // election has none: start it if nothing brings it back.
             Undo::StartIfDown => {
-                let inspected = self
-                    .docker
-                    .inspect_container(&node.id, None::<InspectContainerOptions>)
-                    .await?;
+                let inspected = self.inspect(&node.id).await?;
                 let state = inspected.state.unwrap_or_default();
                 let coming_back = state.running == Some(true) || state.restarting == Some(true);
                 if !coming_back {
@@ -290,6 +296,12 @@ impl Lab {
                 }
             }
             Undo::Delete(rule) => self.iptables(&node.id, "-D", &rule).await?,
+            Undo::Unshape(devices) => {
+                for device in devices {
+                    self.tc(&node.id, &["qdisc", "del", "dev", &device, "root"])
+                        .await?;
+                }
+            }
         }
         Ok(())
     }
@@ -329,10 +341,7 @@ impl Lab {
         network: &str,
         alias: &str,
     ) -> anyhow::Result<(String, String)> {
-        let inspected = self
-            .docker
-            .inspect_container(like, None::<InspectContainerOptions>)
-            .await?;
+        let inspected = self.inspect(like).await?;
         let config = inspected
             .config
             .context("the engine gave no configuration")?;
@@ -380,10 +389,7 @@ impl Lab {
 
     /// The value of the environment variable `key` container `id` was created with.
     pub(crate) async fn env_of(&self, id: &str, key: &str) -> anyhow::Result<Option<String>> {
-        let inspected = self
-            .docker
-            .inspect_container(id, None::<InspectContainerOptions>)
-            .await?;
+        let inspected = self.inspect(id).await?;
         let setting = format!("{key}=");
         Ok(inspected
             .config
@@ -403,10 +409,7 @@ impl Lab {
         key: &str,
         value: Option<&str>,
     ) -> anyhow::Result<String> {
-        let inspected = self
-            .docker
-            .inspect_container(id, None::<InspectContainerOptions>)
-            .await?;
+        let inspected = self.inspect(id).await?;
         let name = inspected
             .name
             .clone()
@@ -540,10 +543,7 @@ impl Lab {
 
     /// The networks container `id` is on, each with its aliases there.
     async fn attachments(&self, id: &str) -> anyhow::Result<HashMap<String, Vec<String>>> {
-        let inspected = self
-            .docker
-            .inspect_container(id, None::<InspectContainerOptions>)
-            .await?;
+        let inspected = self.inspect(id).await?;
         let networks = inspected
             .network_settings
             .and_then(|settings| settings.networks)
@@ -554,14 +554,35 @@ impl Lab {
             .collect())
     }
 
-    /// Runs `iptables ACTION rule` in the network namespace of container `id`: a short-lived
-    /// container of the nettools image that shares it (scratch images have no iptables).
+    /// Runs `iptables ACTION rule` in the network namespace of container `id`.
     async fn iptables(&self, id: &str, action: &str, rule: &Rule) -> anyhow::Result<()> {
-        let mut cmd = vec![action.to_string()];
-        cmd.extend(rule.0.iter().cloned());
+        let mut args = vec![action];
+        args.extend(rule.0.iter().map(String::as_str));
+        self.nettool(id, &["/iptables-multi", "iptables"], &args)
+            .await
+            .map(drop)
+    }
+
+    /// Runs `tc ARGS` in the network namespace of container `id`; returns what it printed.
+    async fn tc(&self, id: &str, args: &[impl AsRef<str>]) -> anyhow::Result<String> {
+        self.nettool(id, &["/tc"], args).await
+    }
+
+    /// Runs a tool of the nettools image in the network namespace of container `id`: a
+    /// short-lived container that shares it (scratch images have no tools). Returns what it
+    /// printed; an error if it failed.
+    async fn nettool(
+        &self,
+        id: &str,
+        tool: &[&str],
+        args: &[impl AsRef<str>],
+    ) -> anyhow::Result<String> {
+        let tool: Vec<String> = tool.iter().map(|w| w.to_string()).collect();
+        let args: Vec<String> = args.iter().map(|w| w.as_ref().to_string()).collect();
         let config = ContainerCreateBody {
             image: Some(NETTOOLS_IMAGE.to_string()),
-            cmd: Some(cmd.clone()),
+            entrypoint: Some(tool.clone()),
+            cmd: Some(args.clone()),
             labels: Some(HashMap::from([(
                 "halab.nemesis".to_string(),
                 self.project.clone(),
@@ -590,11 +611,12 @@ impl Lab {
         let (code, output) = outcome?;
         anyhow::ensure!(
             code == 0,
-            "iptables {} in {id}'s namespace exited {code}: {}",
-            cmd.join(" "),
+            "{} {} in {id}'s namespace exited {code}: {}",
+            tool.last().map_or("?", String::as_str),
+            args.join(" "),
             output.trim()
         );
-        Ok(())
+        Ok(output)
     }
 
     /// Starts a created container and waits for it: its exit code and what it printed.
@@ -685,11 +707,50 @@ pub(crate) enum Undo {
     Reconnect(Vec<(String, Vec<String>)>),
     /// The iptables rule deleted.
     Delete(Rule),
+    /// The slow links on these devices taken off (back to the kernel's default).
+    Unshape(Vec<String>),
 }
 
 /// An iptables rule of the filter table's INPUT chain, without the action (-I / -D).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Rule(Vec<String>);
+
+/// The network devices of a namespace but its loopback, from what `tc qdisc show` prints (one
+/// line per queueing discipline, `qdisc KIND HANDLE: dev NAME ...`).
+fn devices_in(qdisc_show: &str) -> Vec<String> {
+    let mut devices: Vec<String> = qdisc_show
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            words.find(|w| *w == "dev")?;
+            words.next().map(str::to_string)
+        })
+        .filter(|device| device != "lo")
+        .collect();
+    devices.dedup();
+    devices
+}
+
+/// `tc` arguments that make what leaves `device` a slow link: a token bucket of `rate_kbit`
+/// whose queue holds up to [`SLOW_LINK_QUEUE_MS`] of it.
+fn slow_link(device: &str, rate_kbit: u32) -> Vec<String> {
+    let words = [
+        "qdisc",
+        "add",
+        "dev",
+        device,
+        "root",
+        "tbf",
+        "rate",
+        &format!("{rate_kbit}kbit"),
+        // Room for a few full-size frames at once (a bucket smaller than a frame passes none).
+        "burst",
+        "4kb",
+        "latency",
+        &format!("{SLOW_LINK_QUEUE_MS}ms"),
+    ];
+    words.iter().map(|w| w.to_string()).collect()
+}
 
 impl Rule {
     /// Every packet from these addresses dropped.
@@ -722,6 +783,21 @@ impl Rule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_slow_link_shapes_every_device_but_the_loopback() {
+        let shown = "qdisc noqueue 0: dev lo root refcnt 2 \n\
+                     qdisc noqueue 0: dev eth0 root refcnt 2 \n\
+                     qdisc noqueue 0: dev eth1 root refcnt 2 \n";
+        assert_eq!(devices_in(shown), ["eth0", "eth1"]);
+        assert!(devices_in("").is_empty());
+        assert_eq!(
+            slow_link("eth1", 128).join(" "),
+            format!(
+                "qdisc add dev eth1 root tbf rate 128kbit burst 4kb latency {SLOW_LINK_QUEUE_MS}ms"
+            )
+        );
+    }
 
     #[test]
     fn a_deaf_node_drops_every_address_of_its_peer() {

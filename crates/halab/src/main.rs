@@ -90,8 +90,9 @@ struct SoakArgs {
 enum Chaos {
     /// Random faults on the nodes of all four systems (the store, the election, the
     /// dispatcher and its workers, the monitor): kill, pause, cut from the replication network
-    /// or from every network, a one-way partition from one peer, a lossy link (the last two by
-    /// iptables in the node's namespace, through the halab/nettools image scripts/build makes);
+    /// or from every network, a one-way partition from one peer, a lossy link (those two by
+    /// iptables in the node's namespace), a slow link (tc's token bucket there; both through
+    /// the halab/nettools image scripts/build makes);
     /// drawn from --seed, one at a time per system, the systems' tracks at once, while the
     /// workload runs. Then everything healed and
     /// checked: the history valid, never two primaries or leaders at once, never more workers
@@ -472,9 +473,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
             };
             let report = dispatcher::run(run, codec).await?;
-            println!("{}", serde_json::to_string(&report)?);
-            anyhow::ensure!(report.ok(), "the dispatcher did not do as promised");
-            Ok(())
+            print_verdict(
+                &report,
+                report.ok(),
+                "the dispatcher did not do as promised",
+            )
         }
         Command::Chaos(Chaos::Fairness(args)) => {
             halab_runtime::logging::init(&cli.common)?;
@@ -484,17 +487,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 duration: Duration::from_secs(args.duration),
             };
             let report = fairness::run(run, codec).await?;
-            println!("{}", serde_json::to_string(&report)?);
-            anyhow::ensure!(report["ok"] == true, "the dispatcher was not fair");
-            Ok(())
+            print_verdict(&report, report["ok"] == true, "the dispatcher was not fair")
         }
         Command::Chaos(Chaos::Store(command)) => {
             halab_runtime::logging::init(&cli.common)?;
             let (scenario, args) = command.split();
             let report = store::run(args.store_run(Some(scenario)), codec).await?;
-            println!("{}", serde_json::to_string(&report)?);
-            anyhow::ensure!(report.ok, "an invariant broke");
-            Ok(())
+            print_verdict(&report, report.ok, "an invariant broke")
         }
         Command::Chaos(Chaos::Monitor(command)) => {
             halab_runtime::logging::init(&cli.common)?;
@@ -509,12 +508,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         admin_token: args.admin_token,
                     };
                     let report = front_door::run(run, codec).await?;
-                    println!("{}", serde_json::to_string(&report)?);
-                    anyhow::ensure!(
+                    return print_verdict(
+                        &report,
                         report["ok"] == true,
-                        "the front door did not do as promised"
+                        "the front door did not do as promised",
                     );
-                    return Ok(());
                 }
             };
             let run = MonitorRun {
@@ -524,9 +522,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 project: args.project,
             };
             let report = monitor::run(run, codec).await?;
-            println!("{}", serde_json::to_string(&report)?);
-            anyhow::ensure!(report["ok"] == true, "the monitor did not do as promised");
-            Ok(())
+            print_verdict(
+                &report,
+                report["ok"] == true,
+                "the monitor did not do as promised",
+            )
         }
         Command::Chaos(Chaos::Election(command)) => {
             halab_runtime::logging::init(&cli.common)?;
@@ -538,22 +538,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 lan: args.lan,
             };
             let report = halab::scenario::election::run(run, codec).await?;
-            println!("{}", serde_json::to_string(&report)?);
-            anyhow::ensure!(
+            print_verdict(
+                &report,
                 report["ok"] == true,
-                "two nodes led at once, or the election broke its promise"
-            );
-            Ok(())
+                "two nodes led at once, or the election broke its promise",
+            )
         }
         Command::Chaos(Chaos::Checker(CheckerCommand::CheckFailover(args))) => {
             halab_runtime::logging::init(&cli.common)?;
             let report = store::check_failover(args.store_run(None), codec).await?;
-            println!("{}", serde_json::to_string(&report)?);
-            anyhow::ensure!(
+            print_verdict(
+                &report,
                 report.ok,
-                "the history is not valid, or no failover happened"
-            );
-            Ok(())
+                "the history is not valid, or no failover happened",
+            )
         }
         Command::Soak(args) => {
             let busy_loops = args
@@ -569,9 +567,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 rate: args.rate,
             };
             let report = soak::soak(run, codec).await?;
-            println!("{}", serde_json::to_string(&report)?);
-            anyhow::ensure!(report.ok, "load alone looked like a fault");
-            Ok(())
+            print_verdict(&report, report.ok, "load alone looked like a fault")
         }
         Command::Bench(args) => {
             let chart = args.chart.clone();
@@ -600,13 +596,11 @@ async fn check(args: CheckArgs, codec: proto::FrameCodec) -> anyhow::Result<()> 
         history::write_jsonl(&history, BufWriter::new(file))?;
     }
     let report = verdict::check(&history);
-    println!("{}", serde_json::to_string(&report)?);
-    anyhow::ensure!(
-        report.valid(),
+    let broke = format!(
         "the history is not valid: {} anomalies",
         report.anomalies.len()
     );
-    Ok(())
+    print_verdict(&report, report.valid(), &broke)
 }
 
 async fn random(
@@ -644,15 +638,25 @@ async fn random(
         workload: args.workload.workload(),
     };
     let report = chaos::random(run, codec).await?;
-    println!("{}", serde_json::to_string(&report)?);
-    anyhow::ensure!(report.ok, "an invariant broke (seed {seed})");
-    Ok(())
+    print_verdict(
+        &report,
+        report.ok,
+        &format!("an invariant broke (seed {seed})"),
+    )
 }
 
 fn wall_s() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// Prints a scenario's report as its one JSON line; an error (exit 1) saying what broke unless
+/// it held.
+fn print_verdict(report: &impl serde::Serialize, ok: bool, broke: &str) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(report)?);
+    anyhow::ensure!(ok, "{broke}");
+    Ok(())
 }
 
 #[cfg(test)]

@@ -29,9 +29,13 @@ pub enum FaultKind {
     /// network), while the peer still hears it.
     Deafen,
     /// A lossy link: the node drops a share of every packet it receives, the acknowledgements
-    /// of what it sends among them, so its TCP streams stall on retransmissions. (The slow
-    /// link of netem is not to be had: this kernel has no netem qdisc.)
+    /// of what it sends among them, so its TCP streams stall on retransmissions.
     LossyLink,
+    /// A slow link: what the node sends leaves at a few hundred kbit/s (a token bucket, `tc
+    /// tbf`, on each of its interfaces), so a queue builds and every frame waits behind it, up
+    /// to [`SLOW_LINK_QUEUE_MS`], before it is dropped. (netem's fixed delay is not to be had:
+    /// this kernel has no netem qdisc.)
+    SlowLink,
 }
 
 /// The systems the nemesis breaks.
@@ -57,6 +61,7 @@ impl System {
                 FaultKind::CutOff,
                 FaultKind::Deafen,
                 FaultKind::LossyLink,
+                FaultKind::SlowLink,
             ],
             System::Election => &[
                 FaultKind::Kill,
@@ -64,12 +69,14 @@ impl System {
                 FaultKind::CutOff,
                 FaultKind::Deafen,
                 FaultKind::LossyLink,
+                FaultKind::SlowLink,
             ],
             System::Dispatcher | System::Monitor => &[
                 FaultKind::Kill,
                 FaultKind::Pause,
                 FaultKind::CutOff,
                 FaultKind::LossyLink,
+                FaultKind::SlowLink,
             ],
             System::Worker => &[FaultKind::Kill, FaultKind::Pause, FaultKind::CutOff],
         }
@@ -97,6 +104,9 @@ pub struct Fault {
     /// LossyLink: the share of received packets dropped, in percent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loss_percent: Option<u32>,
+    /// SlowLink: the rate what the node sends leaves at, in kbit/s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_kbit: Option<u32>,
 }
 
 /// When the first fault may come: the workload runs a while undisturbed first.
@@ -106,6 +116,11 @@ const HOLD_MS: (u64, u64) = (500, 4_000);
 const CALM_MS: (u64, u64) = (1_000, 3_000);
 /// A lossy link drops 10–50 % of what the node receives.
 const LOSS_PERCENT: (u32, u32) = (10, 50);
+/// A slow link sends 64–512 kbit/s (the store's replication at 300 writes/s is ~300 kbit/s per
+/// standby: the low end of the range falls behind and queues).
+const RATE_KBIT: (u32, u32) = (64, 512);
+/// How long a frame may wait in a slow link's queue before it is dropped.
+pub const SLOW_LINK_QUEUE_MS: u32 = 400;
 
 /// The faults of a run of `duration` over `targets`, all healed before its end, in time
 /// order: one track per system, all at once.
@@ -159,6 +174,8 @@ fn track(seed: u64, duration: Duration, system: System, nodes: &[usize]) -> Vec<
             peer: (kind == FaultKind::Deafen).then(|| peers[rng.random_range(0..peers.len())]),
             loss_percent: (kind == FaultKind::LossyLink)
                 .then(|| rng.random_range(LOSS_PERCENT.0..=LOSS_PERCENT.1)),
+            rate_kbit: (kind == FaultKind::SlowLink)
+                .then(|| rng.random_range(RATE_KBIT.0..=RATE_KBIT.1)),
         });
         at += hold + rng.random_range(CALM_MS.0..=CALM_MS.1);
     }
@@ -237,6 +254,15 @@ mod tests {
                 assert!(
                     f.loss_percent
                         .is_none_or(|p| (LOSS_PERCENT.0..=LOSS_PERCENT.1).contains(&p))
+                );
+                assert_eq!(
+                    f.rate_kbit.is_some(),
+                    f.kind == FaultKind::SlowLink,
+                    "{f:?}"
+                );
+                assert!(
+                    f.rate_kbit
+                        .is_none_or(|r| (RATE_KBIT.0..=RATE_KBIT.1).contains(&r))
                 );
             }
         }

@@ -23,6 +23,7 @@ fn single(kind: FaultKind, system: System) -> Fault {
         hold_ms: 0,
         peer: None,
         loss_percent: None,
+        rate_kbit: None,
     }
 }
 
