@@ -5,10 +5,10 @@
 //! peer's silence over that time is no evidence against the peer. So every silence the node
 //! judges by (a standby's link, a primary's reach, the primary's witness slot) is counted less
 //! the part of it this node spent held up. Only the excess of a gap over [`STALL_MS`] is taken
-//! out: recurring short stalls slow a decision down a little, and no stall pattern can prevent
-//! one, which is what a rule that restarted the count at every stall did (CI's disconnect-
-//! primary never failed over). Counting less silence only ever delays a decision: it cannot
-//! cost safety, which rests on the lease.
+//! out: recurring short stalls slow a decision down by that much and no more, where a rule that
+//! restarted the count at every stall could put it off for good (60 ms in every 200 did, in the
+//! simulation). Counting less silence only ever delays a decision: it cannot cost safety, which
+//! rests on the lease.
 
 use std::collections::VecDeque;
 
